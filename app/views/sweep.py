@@ -1,0 +1,77 @@
+"""Sweep: a grid over one or two hyperparameters, chosen on validation, oracle labelled."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, resources
+from app.views.tune import picked_method
+from ood_core.sweep import grid_values, run_sweep
+
+
+def render() -> None:
+    st.header("Sweep hyperparameters")
+    picked = picked_method()
+    if picked is None:
+        return
+    bench, oods, method, scorer = picked
+    params = {p.name: p for p in scorer.declared_params()}
+    if not params:
+        st.info(f"{method} has no hyperparameters to sweep.")
+        return
+    if len(oods) < 2:
+        st.warning("A sweep holds one OOD set out for validation: choose at least two OOD sets in the sidebar.")
+        return
+    cols = st.columns(4)
+    names = list(params)
+    first = cols[0].selectbox("Axis 1", names, key="sweep_axis1")
+    second = cols[1].selectbox("Axis 2", ["(none)", *[n for n in names if n != first]], key="sweep_axis2")
+    count = cols[2].slider("Points per axis", 2, 12, 5, key="sweep_points")
+    val_ood = cols[3].selectbox("Validation OOD set (held out from testing)", list(oods), key="sweep_val_ood",
+                                index=len(oods) - 1)
+    objective = st.radio("Select by", ["fpr95", "auroc"], key="sweep_objective", horizontal=True,
+                         format_func=lambda o: "lowest FPR95" if o == "fpr95" else "highest AUROC")
+    axes = {first: grid_values(params[first], count)}
+    if second != "(none)":
+        axes[second] = grid_values(params[second], count)
+    test_oods = [o for o in oods if o != val_ood]
+    st.caption(f"Validation: {bench.id_dataset} val vs {val_ood}. Test: {bench.id_dataset} test vs "
+               f"{', '.join(test_oods)}. Other hyperparameters at their defaults.")
+    key = (bench.fingerprint, method, tuple((n, tuple(v)) for n, v in axes.items()), val_ood, objective)
+    if st.button("Run sweep", key="sweep_run", type="primary"):
+        bar = st.progress(0.0, text="Sweeping…")
+        try:
+            result = run_sweep(bench, method, axes, val_ood=bench.ood[val_ood], val_ood_name=val_ood,
+                               test_oods=test_oods, objective=objective,
+                               on_progress=lambda text, done, total: bar.progress(done / total, text=text))
+        except Exception as error:  # noqa: BLE001
+            bar.empty()
+            st.error(resources.friendly_error(error))
+            return
+        bar.empty()
+        st.session_state["sweep_result"] = (key, result)
+    stored = st.session_state.get("sweep_result")
+    if stored is None or stored[0] != key:
+        st.info("Set the grid and press **Run sweep**.")
+        return
+    result = stored[1]
+    figure = st.radio("Show", ["val_fpr95", "val_auroc", "test_fpr95", "test_auroc"], key="sweep_figure",
+                      horizontal=True)
+    st.plotly_chart(charts.sweep_figure(100 * result.grid(figure), result.axes, best=result.best_index,
+                                        oracle=result.oracle_index, title=f"{method}: {figure} (%)"),
+                    width="stretch", key="sweep_chart")
+    rows = {
+        "best on validation": {**result.best.params, "val FPR95": 100 * result.best.val_fpr95,
+                               "test FPR95": 100 * result.best.test_fpr95, "test AUROC": 100 * result.best.test_auroc},
+        "oracle (test-tuned, optimistic)": {**result.oracle.params, "val FPR95": 100 * result.oracle.val_fpr95,
+                                            "test FPR95": 100 * result.oracle.test_fpr95,
+                                            "test AUROC": 100 * result.oracle.test_auroc},
+    }
+    table = pd.DataFrame.from_dict({k: {n: v if isinstance(v, float) else str(v) for n, v in row.items()}
+                                    for k, row in rows.items()}, orient="index")
+    st.dataframe(table, key="sweep_table", width="stretch")
+    st.caption("Report the validation-selected point; the oracle point was tuned on the test sets.")
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,141 @@
+"""Dataset registry: ``create_dataset(name, split) -> ImageDataset``.
+
+Names (see ``docs/architecture.md``): ``cifar10``, ``isun``, ``dtd10``, ``mnist`` (the
+benchmark pack), ``folder:<path>`` (any image folder), ``tv-*`` (torchvision sets,
+``download=False``) and ``demo-*`` (the embedded demo sets, ``datasets/demo.py``).
+
+>>> from ood_core.datasets import create_dataset, dataset_info
+>>> dataset_info("cifar10").splits
+('train', 'val', 'test')
+>>> ds = create_dataset("folder:/path/to/images")        # doctest: +SKIP
+>>> image, label = ds[0]                                 # PIL image (or None if corrupt), int
+
+A source module registers a builder ``(split, **kw) -> ImageDataset`` together with its
+:class:`DatasetInfo`, so that :func:`dataset_info` and :func:`list_datasets` are free
+(nothing is unpacked or scanned until :func:`create_dataset` is called)::
+
+    @register_dataset("my-set", DatasetInfo("my-set", "One line.", kind="ood"))
+    def build_my_set(split: str = "test", **kw) -> ImageDataset: ...
+
+A prefix name (ending in ``:``) receives the rest of the name as its first argument and
+may pass a callable ``rest -> DatasetInfo`` as its info.
+"""
+from __future__ import annotations
+
+from typing import Callable, Union
+
+from ood_core.datasets.base import (
+    DatasetInfo,
+    ImageDataset,
+    TransformedDataset,
+    collate_skip_corrupt,
+)
+from ood_core.registry import OODLensError, Registry, UnknownNameError
+
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "ImageDataset",
+    "TransformedDataset",
+    "collate_skip_corrupt",
+    "create_dataset",
+    "dataset_info",
+    "list_datasets",
+    "register_dataset",
+    "stratified_split",
+    "stratified_subset",
+]
+
+DATASETS: Registry[ImageDataset] = Registry("dataset")
+
+InfoSpec = Union[DatasetInfo, Callable[[str], DatasetInfo], None]
+# name -> DatasetInfo (prefix names -> a factory of the rest of the name); filled at
+# registration so that dataset_info() never builds a dataset.
+_INFOS: dict[str, InfoSpec] = {}
+
+
+Builder = Callable[..., ImageDataset]
+
+
+def register_dataset(name: str, info: InfoSpec = None) -> Callable[[Builder], Builder]:
+    """Decorator registering a dataset builder ``(split, **kw) -> ImageDataset`` under ``name``.
+
+    Same as ``DATASETS.register(name)``, plus the optional ``info`` recorded for
+    :func:`dataset_info` (a :class:`DatasetInfo`, or for a prefix name ``"x:"`` a callable
+    mapping the rest of the name to one). Without ``info``, :func:`dataset_info` falls back
+    to building the dataset once.
+    """
+    register = DATASETS.register(name)
+
+    def decorator(builder: Builder) -> Builder:
+        register(builder)
+        _INFOS[name] = info
+        return builder
+
+    return decorator
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, in registration order (prefix entries as ``folder:<name>``)."""
+    return DATASETS.names()
+
+
+def _info_spec(name: str) -> tuple[InfoSpec, str | None]:
+    """``(info spec, rest of the name for a prefix entry or None)``; unknown → UnknownNameError."""
+    if name in _INFOS and not name.endswith(":"):
+        return _INFOS[name], None
+    for prefix, spec in _INFOS.items():
+        if prefix.endswith(":") and name.startswith(prefix) and len(name) > len(prefix):
+            return spec, name[len(prefix):]
+    raise UnknownNameError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a registered dataset, without unpacking or scanning files.
+
+    Raises :class:`UnknownNameError` (listing the known names) for an unknown name.
+    """
+    spec, rest = _info_spec(name)
+    if isinstance(spec, DatasetInfo):
+        return spec
+    if spec is not None and rest is not None:
+        return spec(rest)
+    # A builder registered without info: build it once (its default split) and remember.
+    info = DATASETS.create(name).info
+    if rest is None:
+        _INFOS[name] = info
+    return info
+
+
+def create_dataset(name: str, split: str = "test", **kw) -> ImageDataset:
+    """Build dataset ``name`` for ``split`` (``"train"``, ``"val"`` or ``"test"``).
+
+    Returns:
+        an :class:`ImageDataset` whose items are ``(PIL.Image | None, label int)``.
+
+    Raises:
+        UnknownNameError: unknown ``name`` (the message lists the known names).
+        OODLensError: ``split`` is not one of the dataset's splits, or its files are missing.
+    """
+    spec, rest = _info_spec(name)
+    info = spec if isinstance(spec, DatasetInfo) else None
+    if spec is not None and rest is not None and not isinstance(spec, DatasetInfo):
+        info = spec(rest)
+    # Builders registered without info check their split themselves.
+    if info is not None and split not in info.splits:
+        raise OODLensError(
+            f"dataset {name!r} has no split {split!r}; its splits are: {', '.join(info.splits)}"
+        )
+    return DATASETS.create(name, split=split, **kw)
+
+
+from ood_core.datasets.splits import stratified_split, stratified_subset  # noqa: E402
+
+# Source modules register themselves on import; they need the names defined above.
+from ood_core.datasets import benchmark_pack, folders, torchvision_sets  # noqa: E402,F401
+
+try:  # the embedded demo sets (another module owner); registered after the core sources
+    from ood_core.datasets import demo  # noqa: E402,F401
+except ModuleNotFoundError as error:  # only tolerate the module itself being absent
+    if error.name != "ood_core.datasets.demo":
+        raise

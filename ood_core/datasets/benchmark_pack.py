@@ -1,0 +1,278 @@
+"""Datasets of the read-only benchmark pack (``ood_core.paths.benchmark_root()``).
+
+* ``cifar10`` — ID. ``train``: ``cifar10-train1k`` (1,000 per class); ``val``: 1,000 images
+  held out of ``cifar10-test`` (stratified, seed 0, 100 per class); ``test``: the other 9,000.
+* ``isun`` — 8,925 unlabeled iSUN patches (OOD).
+* ``dtd10`` — 1,200 DTD textures of 10 classes, used as OOD (labels -1).
+* ``mnist`` — the 10,000 official MNIST test digits, ``"L"`` images, used as OOD (labels -1).
+
+Tarballs are unpacked once into ``cache_root()/datasets/<dataset>/<tarball stem>/`` (never
+into the pack): extracted into a temporary folder next to it, then moved into place with
+``os.replace``, so a reader never sees a half-unpacked folder. The tarball's sha256 is
+checked against the pack's ``SHA256SUMS`` before unpacking and recorded in a marker file;
+later calls only compare the tarball's size and mtime with the marker.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from ood_core import paths
+from ood_core.datasets import register_dataset
+from ood_core.datasets.base import DatasetInfo, ImageDataset
+from ood_core.datasets.folders import ImageFolderDataset
+from ood_core.datasets.splits import stratified_split
+from ood_core.registry import OODLensError
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "MNISTDigits",
+    "pack_file",
+    "unpack_tarball",
+]
+
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+CIFAR10_VAL_SIZE = 1000
+SPLIT_SEED = 0
+MARKER_NAME = ".ood-lens-unpacked.json"
+
+INFOS: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo(
+        "cifar10",
+        "CIFAR-10 (JPEG, benchmark pack): train 10,000 (1,000/class); val 1,000 and test 9,000 from the test set.",
+        kind="id", splits=("train", "val", "test"), class_names=CIFAR10_CLASSES,
+        source="benchmark pack: cifar10-train1k.tar.gz, cifar10-test.tar.gz",
+    ),
+    "isun": DatasetInfo(
+        "isun", "iSUN: 8,925 unlabeled 32x32 scene patches (OOD set of ODIN, Energy, ReAct, DICE, LINe).",
+        kind="ood", source="benchmark pack: isun.tar.gz",
+    ),
+    "dtd10": DatasetInfo(
+        "dtd10", "Describable Textures, first 10 of 47 classes: 1,200 images, used as OOD (labels -1).",
+        kind="ood", source="benchmark pack: dtd10.tar.gz",
+    ),
+    "mnist": DatasetInfo(
+        "mnist", "MNIST official test set: 10,000 28x28 grayscale digits, used as OOD (labels -1).",
+        kind="ood", source="benchmark pack: mnist-test/",
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# The pack on disk
+# ---------------------------------------------------------------------------------------
+
+def pack_file(relative: str) -> Path:
+    """Absolute path of ``relative`` inside the pack; a clear error if it is not there."""
+    root = paths.benchmark_root()
+    path = root / relative
+    if not root.is_dir():
+        raise OODLensError(
+            f"benchmark pack not found at {root}; set $OOD_LENS_BENCHMARK to the folder holding the pack"
+        )
+    if not path.exists():
+        raise OODLensError(
+            f"benchmark pack file {relative!r} not found in {root}; "
+            "set $OOD_LENS_BENCHMARK to the folder holding the pack"
+        )
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _expected_sha256(relative: str) -> str | None:
+    """The pack's ``SHA256SUMS`` entry for ``relative`` (lines ``<sha>  [./]<path>``), or None."""
+    sums = paths.benchmark_root() / "SHA256SUMS"
+    if not sums.is_file():
+        return None
+    for line in sums.read_text().splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) == 2 and parts[1].lstrip("*").removeprefix("./") == relative:
+            return parts[0].lower()
+    return None
+
+
+def _verify(path: Path, relative: str) -> str:
+    """sha256 of ``path``, checked against ``SHA256SUMS`` (a mismatch raises; no entry warns)."""
+    actual = _sha256(path)
+    expected = _expected_sha256(relative)
+    if expected is None:
+        warnings.warn(f"no SHA256SUMS entry for {relative} in {paths.benchmark_root()}; not verified",
+                      stacklevel=3)
+    elif actual != expected:
+        raise OODLensError(f"checksum mismatch for {path}: sha256 {actual}, SHA256SUMS says {expected}")
+    return actual
+
+
+def _read_marker(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MARKER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _matches(marker: dict | None, identity: dict) -> bool:
+    return marker is not None and all(marker.get(key) == value for key, value in identity.items())
+
+
+def unpack_tarball(dataset: str, relative: str) -> Path:
+    """Unpack the pack's tarball ``relative`` into ``cache_root()/datasets/<dataset>/<stem>/``.
+
+    Reuses an earlier unpack when its marker matches the tarball's size and mtime (no
+    hashing then). Otherwise verifies the sha256, extracts into a temporary sibling folder
+    and ``os.replace``-s it into place (a concurrent unpacker that wins the race is fine).
+
+    Returns:
+        the folder holding the tarball's contents.
+    """
+    tarball = pack_file(relative)
+    stat = tarball.stat()
+    stem = tarball.name.removesuffix(".tar.gz").removesuffix(".tgz").removesuffix(".tar")
+    destination = paths.cache_root() / "datasets" / dataset / stem
+    identity = {"tarball": relative, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    if _matches(_read_marker(destination), identity):
+        return destination
+
+    sha256 = _verify(tarball, relative)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{stem}.unpacking-", dir=destination.parent))
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; the unpacked folder is a normal one
+    try:
+        with tarfile.open(tarball) as archive:
+            archive.extractall(staging, filter="data")  # "data": no absolute paths, links out, devices
+        (staging / MARKER_NAME).write_text(json.dumps({**identity, "sha256": sha256}))
+        if _matches(_read_marker(destination), identity):
+            return destination  # a concurrent unpacker finished first; ours is discarded
+        if destination.exists():  # stale (pack changed, or unpacked without a marker)
+            shutil.rmtree(destination)
+        try:
+            os.replace(staging, destination)
+        except OSError:
+            # Another process put a complete folder there first: use it if it matches.
+            if not _matches(_read_marker(destination), identity):
+                raise
+    except tarfile.TarError as error:
+        raise OODLensError(f"cannot unpack {tarball}: {error}") from error
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return destination
+
+
+# ---------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------
+
+def _cifar10_folder(part: str) -> Path:
+    """The unpacked ``train1k`` or ``test`` class-folder root of the CIFAR-10 tarballs."""
+    stem = "cifar10-train1k" if part == "train1k" else "cifar10-test"
+    root = unpack_tarball("cifar10", f"{stem}.tar.gz") / part
+    if not root.is_dir():
+        raise OODLensError(f"{stem}.tar.gz does not hold the expected folder {part}/")
+    return root
+
+
+def _check_split(name: str, split: str) -> None:
+    splits = INFOS[name].splits
+    if split not in splits:
+        raise OODLensError(f"dataset {name!r} has no split {split!r}; its splits are: {', '.join(splits)}")
+
+
+@register_dataset("cifar10", INFOS["cifar10"])
+def build_cifar10(split: str = "test", **kw) -> ImageFolderDataset:
+    """CIFAR-10 from the pack; ``val`` and ``test`` are disjoint parts of the pack's test set."""
+    _check_split("cifar10", split)
+    root = _cifar10_folder("train1k" if split == "train" else "test")
+    dataset = ImageFolderDataset(root, split=split, name="cifar10", labelled=True, info=INFOS["cifar10"])
+    if dataset.class_names != CIFAR10_CLASSES:
+        raise OODLensError(f"unexpected CIFAR-10 class folders in {root}: {', '.join(dataset.class_names)}")
+    if split == "train":
+        return dataset
+    test, val = stratified_split(dataset.labels, CIFAR10_VAL_SIZE, seed=SPLIT_SEED)
+    return dataset.select(val if split == "val" else test, split)
+
+
+@register_dataset("isun", INFOS["isun"])
+def build_isun(split: str = "test", **kw) -> ImageFolderDataset:
+    """iSUN patches (unlabeled)."""
+    _check_split("isun", split)
+    root = unpack_tarball("isun", "isun.tar.gz") / "iSUN" / "iSUN_patches"
+    return ImageFolderDataset(root, split=split, name="isun", labelled=False, info=INFOS["isun"])
+
+
+@register_dataset("dtd10", INFOS["dtd10"])
+def build_dtd10(split: str = "test", **kw) -> ImageFolderDataset:
+    """DTD, 10 classes, as an OOD set (labels -1)."""
+    _check_split("dtd10", split)
+    root = unpack_tarball("dtd10", "dtd10.tar.gz") / "dtd10"
+    return ImageFolderDataset(root, split=split, name="dtd10", labelled=False, info=INFOS["dtd10"])
+
+
+def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+    """An IDX file (gzip): big-endian int32 magic and ``ndim`` sizes, then uint8 data."""
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    header = np.frombuffer(data, dtype=">i4", count=1 + ndim)
+    if int(header[0]) != magic:
+        raise OODLensError(f"{path} is not an IDX file with magic {magic} (found {int(header[0])})")
+    shape = tuple(int(s) for s in header[1:])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 * (1 + ndim))
+    if body.size != int(np.prod(shape)):
+        raise OODLensError(f"{path} is truncated: expected {int(np.prod(shape))} bytes of data, found {body.size}")
+    return body.reshape(shape)
+
+
+class MNISTDigits(ImageDataset):
+    """The pack's MNIST test digits as ``"L"`` images, labels -1 (OOD for CIFAR models).
+
+    ``digits``: ``(N, 28, 28)`` uint8; ``digit_labels``: ``(N,)`` uint8, the true digits.
+    """
+
+    IMAGES = "mnist-test/t10k-images-idx3-ubyte.gz"
+    LABELS = "mnist-test/t10k-labels-idx1-ubyte.gz"
+
+    def __init__(self, split: str = "test") -> None:
+        self.split = split
+        self.info = INFOS["mnist"]
+        self._files = (pack_file(self.IMAGES), pack_file(self.LABELS))
+        self.digits = _read_idx(self._files[0], magic=2051, ndim=3)
+        self.digit_labels = _read_idx(self._files[1], magic=2049, ndim=1)
+        if len(self.digits) != len(self.digit_labels):
+            raise OODLensError(f"MNIST images ({len(self.digits)}) and labels ({len(self.digit_labels)}) differ in count")
+
+    def __len__(self) -> int:
+        return len(self.digits)
+
+    def load(self, index: int) -> Image.Image:
+        return Image.fromarray(self.digits[index])  # 2-D uint8 → mode "L"
+
+    def fingerprint_items(self) -> Iterator[str]:
+        for path in self._files:
+            yield f"{path.name}:{path.stat().st_size}"
+
+
+@register_dataset("mnist", INFOS["mnist"])
+def build_mnist(split: str = "test", **kw) -> MNISTDigits:
+    """MNIST test digits from the pack's IDX files (read directly, nothing unpacked)."""
+    _check_split("mnist", split)
+    return MNISTDigits(split)

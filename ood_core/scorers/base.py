@@ -1,0 +1,255 @@
+"""The scorer protocol shared by every method.
+
+A scorer declares
+  * ``name`` / ``title`` / ``paper``: identity and citation,
+  * ``needs``: the :class:`FeatureSet` fields it reads (``"logits"``, ``"penultimate"``,
+    ``"prepool_max"``, ``"odin_logits"``),
+  * ``stats``: the training statistics it reads from ``FitContext.stats``
+    (names defined in :mod:`ood_core.train_stats`),
+  * ``params``: its hyperparameters as :class:`Param` declarations (the app builds
+    its widgets from these),
+and implements
+  * ``fit(ctx)``: hyperparameter-free preparation from the head and training statistics,
+  * ``score(feats, **hparams)``: a batched ``(N,) float32`` score, **higher = more ID**,
+  * optionally ``modified_logits(feats, **hparams)``: the ``(N, K)`` logits of the
+    modified head (clipping / pruning) so the app can show the head's ID accuracy.
+
+Scores are computed on whatever device the feature tensors live on.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Mapping
+
+import torch
+from torch import Tensor
+
+from ood_core.registry import OODLensError
+
+ParamKind = Literal["float", "int", "bool", "choice"]
+
+
+class MissingStatsError(OODLensError, ValueError):
+    """``Scorer.fit`` got a FitContext without a training statistic the scorer declares
+    (still a ``ValueError`` for callers written against the original contract)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter declaration.
+
+    ``low``/``high``/``step`` bound numeric params (inclusive). ``choices`` lists the
+    values of a ``"choice"`` param. ``log`` asks the UI for a log-scale widget.
+    """
+
+    name: str
+    default: Any
+    kind: ParamKind = "float"
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    help: str = ""
+    unit: str = ""
+    log: bool = False
+    label: str = ""  # display label, e.g. "δ (clip)"; falls back to name
+
+    def validate(self, value: Any) -> Any:
+        """Return ``value`` coerced to this param's kind; raise ``ValueError`` if out of range."""
+        if self.kind == "bool":
+            if isinstance(value, str):
+                return value.lower() in {"1", "true", "yes", "on"}
+            return bool(value)
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"{self.name}={value!r} is not one of {list(self.choices)}")
+            return value
+        number = int(value) if self.kind == "int" else float(value)
+        if self.low is not None and number < self.low:
+            raise ValueError(f"{self.name}={number} is below its minimum {self.low}")
+        if self.high is not None and number > self.high:
+            raise ValueError(f"{self.name}={number} is above its maximum {self.high}")
+        return number
+
+
+@dataclass
+class FeatureSet:
+    """What the cache holds for one (model, dataset, split); every tensor on one device.
+
+    logits:        (N, K) float32, exactly ``penultimate @ W.T + b``
+    penultimate:   (N, D) float32, the input of the final Linear
+    prepool_max:   (N, C) float32 or None, per-channel spatial max of the last feature
+                   maps before global pooling (C == D for GAP networks); for ViT the
+                   head-averaged CLS attention row of the last block, (N, T)
+    labels:        (N,) int64, -1 where unknown (OOD sets)
+    odin_logits:   (E, N, K) float32 or None, raw logits (not divided by T) of the input
+                   perturbed by ODIN's step for each ε in ``odin_eps``, the gradient taken
+                   at temperature ``odin_temperature``
+    """
+
+    logits: Tensor
+    penultimate: Tensor
+    labels: Tensor
+    prepool_max: Tensor | None = None
+    odin_logits: Tensor | None = None
+    odin_eps: tuple[float, ...] = ()
+    odin_temperature: float = 1000.0
+
+    def __len__(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.logits.device
+
+    def to(self, device: torch.device | str) -> "FeatureSet":
+        """A copy with every tensor moved to ``device``."""
+        return dataclasses.replace(self, **{
+            name: value.to(device) for name, value in self._tensors().items()
+        })
+
+    def subset(self, index: Tensor) -> "FeatureSet":
+        """Rows ``index`` (a (M,) int64 or bool tensor) of every per-sample tensor."""
+        out = {name: value[index] for name, value in self._tensors().items() if name != "odin_logits"}
+        if self.odin_logits is not None:
+            out["odin_logits"] = self.odin_logits[:, index]
+        return dataclasses.replace(self, **out)
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), Tensor)}
+
+    @property
+    def predictions(self) -> Tensor:
+        """(N,) int64 argmax of the logits."""
+        return self.logits.argmax(dim=1)
+
+
+@dataclass
+class FitContext:
+    """What ``Scorer.fit`` may use. Tensors share one device.
+
+    head_weight: (K, D) float32, the final Linear's weight W
+    head_bias:   (K,) float32, its bias b
+    stats:       training statistics by name (see :mod:`ood_core.train_stats`)
+    """
+
+    head_weight: Tensor
+    head_bias: Tensor
+    stats: Mapping[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head_weight.device
+
+
+class Scorer:
+    """Base class; subclasses set the class attributes and implement ``score``."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    stats: ClassVar[frozenset[str]] = frozenset()
+    params: ClassVar[tuple[Param, ...]] = ()
+
+    def __init__(self, **default_overrides: Any) -> None:
+        # Registered variants (e.g. "ash-s" vs "ash-p") override declared defaults here.
+        self._defaults = {p.name: p.default for p in self.params}
+        for key, value in default_overrides.items():
+            self._defaults[key] = self.param(key).validate(value)
+        self.ctx: FitContext | None = None
+
+    # -- declarations -------------------------------------------------------------
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise ValueError(f"{self.name} has no hyperparameter {name!r}; it has {[p.name for p in self.params]}")
+
+    def declared_params(self) -> tuple[Param, ...]:
+        """The params with this instance's (variant's) defaults."""
+        return tuple(dataclasses.replace(p, default=self._defaults[p.name]) for p in self.params)
+
+    def defaults(self) -> dict[str, Any]:
+        return dict(self._defaults)
+
+    def resolve(self, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults updated with ``hparams``, each validated; unknown names raise ``ValueError``."""
+        values = dict(self._defaults)
+        for key, value in (hparams or {}).items():
+            values[key] = self.param(key).validate(value)
+        return values
+
+    # -- behaviour ----------------------------------------------------------------
+    def fit(self, ctx: FitContext) -> "Scorer":
+        """Prepare from the head and training statistics (no hyperparameters involved)."""
+        missing = [s for s in self.stats if s not in ctx.stats]
+        if missing:
+            raise MissingStatsError(f"{self.name} needs training statistics {missing}; "
+                                    "rebuild the cache's train_stats (python -m precompute)")
+        self.ctx = ctx
+        return self
+
+    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """(N,) float32 scores, higher = more in-distribution."""
+        raise NotImplementedError
+
+    def modified_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor | None:
+        """(N, K) logits of the modified head, or None when the method leaves the head alone."""
+        return None
+
+    # -- helpers ------------------------------------------------------------------
+    @property
+    def fitted(self) -> FitContext:
+        if self.ctx is None:
+            raise RuntimeError(f"scorer {self.name!r} must be fit() before score()")
+        return self.ctx
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, defaults={self._defaults})"
+
+
+class PerTensorMemo:
+    """A few results keyed by the identity of an input tensor (a cached feature set).
+
+    Sliders re-score the same cached tensors many times; work that depends on the tensor but
+    not on a hyperparameter (KNN's similarity search, ASH's per-row ranking, Mahalanobis's
+    whitening) is done once per tensor. An entry is used only while the very tensor is
+    alive (weakref) and unmodified (in-place version counter; inference tensors have none
+    and cannot be modified in place), so a freed tensor's reused id never hits.
+    """
+
+    def __init__(self, max_entries: int = 4) -> None:
+        import threading
+        import weakref
+        from collections import OrderedDict
+
+        self._lock = threading.Lock()  # app sessions score from several threads
+        self._weakref = weakref.ref
+        self._entries: "OrderedDict[int, tuple[Any, int, Any]]" = OrderedDict()
+        self.max_entries = max_entries
+
+    @staticmethod
+    def _version(tensor: Tensor) -> int:
+        return -1 if tensor.is_inference() else tensor._version
+
+    def get(self, tensor: Tensor, compute) -> Any:
+        """``compute(tensor)``, memoised for this tensor."""
+        key, version = id(tensor), self._version(tensor)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0]() is tensor and hit[1] == version:
+                self._entries.move_to_end(key)
+                return hit[2]
+        result = compute(tensor)  # outside the lock: another tensor's lookup need not wait
+        with self._lock:
+            self._entries[key] = (self._weakref(tensor), version, result)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return result
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -1,0 +1,31 @@
+"""Energy score (Liu et al., NeurIPS 2020), methods.md §1.2."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ood_core import stages
+from ood_core.scorers import register_scorer
+from ood_core.scorers.base import FeatureSet, Param, Scorer
+
+TEMPERATURE = Param(
+    "temperature", 1.0, "float", low=0.01, high=1000.0, step=0.01, log=True, label="T",
+    help="Softmax temperature T in T·LSE(z/T); the papers use T = 1.",
+)
+
+
+@register_scorer("energy")
+class EnergyScorer(Scorer):
+    """S(x) = T·LSE(z/T), the negative free energy (higher = more ID)."""
+
+    name = "energy"
+    title = "Energy"
+    paper = "Liu, Wang, Owens & Li, Energy-based Out-of-distribution Detection, NeurIPS 2020"
+    needs = frozenset({"logits"})
+    params = (TEMPERATURE,)
+
+    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """feats.logits (N, K) → (N,) float32."""
+        hp = self.resolve(hparams)
+        return stages.energy(feats.logits.float(), hp["temperature"])

@@ -1,0 +1,72 @@
+"""Mahalanobis distance to the closest class mean, penultimate layer only (Lee et al.,
+NeurIPS 2018, as run by ViM's ``benchmark.py`` and OpenOOD's ``mds``), methods.md §2.1.
+
+S(x) = max_c −(h − μ_c)ᵀ P (h − μ_c), with class means μ_c and the tied precision P
+(pinv of the MLE class-centred covariance). No input pre-processing, no regression.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ood_core.scorers import register_scorer
+from ood_core.scorers.base import FeatureSet, FitContext, PerTensorMemo, Scorer
+
+
+def whitening_factor(precision: Tensor) -> Tensor:
+    """A (D, D) matrix A with ``precision = A Aᵀ``, so (h−μ)ᵀP(h−μ) = ‖(h−μ) A‖².
+
+    Cholesky when P is positive definite; otherwise (P is a pinv and may be singular)
+    the eigendecomposition V·diag(√λ) with negative round-off eigenvalues clamped to 0.
+    Computed in float64 (float32 on devices without it), returned in float32.
+    """
+    dtype = torch.float32 if precision.device.type == "mps" else torch.float64
+    p = precision.to(dtype)
+    p = (p + p.T) / 2  # exact symmetry: pinv output is symmetric only up to round-off
+    factor, info = torch.linalg.cholesky_ex(p)
+    if int(info) != 0 or not bool(torch.isfinite(factor).all()):
+        eigenvalues, eigenvectors = torch.linalg.eigh(p)
+        factor = eigenvectors * eigenvalues.clamp(min=0).sqrt()
+    return factor.float()
+
+
+def min_squared_mahalanobis(features: Tensor, whitened_means: Tensor, factor: Tensor) -> Tensor:
+    """min_c ‖(h − μ_c) A‖² for features (N, D), whitened_means μA (K, D), factor A (D, D) → (N,).
+
+    GEMM form ‖g‖² − 2 g·m_c + ‖m_c‖² with g = hA: two matrix products instead of an
+    (N, K, D) difference tensor.
+    """
+    g = features.float() @ factor
+    squared = (g * g).sum(1, keepdim=True) - 2.0 * (g @ whitened_means.T) + (whitened_means * whitened_means).sum(1)
+    return squared.clamp(min=0).amin(dim=1)  # clamp: float round-off can dip below 0
+
+
+@register_scorer("mahalanobis")
+class MahalanobisScorer(Scorer):
+    """S(x) = max_c −(h − μ_c)ᵀ P (h − μ_c) (tied covariance, penultimate layer)."""
+
+    name = "mahalanobis"
+    title = "Mahalanobis"
+    paper = "Lee, Lee, Lee & Shin, A Simple Unified Framework for Detecting OOD Samples and Adversarial Attacks, NeurIPS 2018"
+    needs = frozenset({"penultimate"})
+    stats = frozenset({"class_means", "precision"})
+
+    def fit(self, ctx: FitContext) -> "MahalanobisScorer":
+        """Whitening factor A of P and the whitened class means μ_c A, once."""
+        super().fit(ctx)
+        self._factor = whitening_factor(ctx.stats["precision"])
+        self._whitened_means = ctx.stats["class_means"].float().to(self._factor.device) @ self._factor
+        self._scores = PerTensorMemo()  # no hyperparameters: a cached set is scored once
+        return self
+
+    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """feats.penultimate (N, D) → (N,) float32 (≤ 0)."""
+        self.resolve(hparams)
+        _ = self.fitted  # raises a clear error before fit()
+        def compute(features: Tensor) -> Tensor:
+            device = features.device
+            return -min_squared_mahalanobis(features, self._whitened_means.to(device), self._factor.to(device))
+
+        return self._scores.get(feats.penultimate, compute)

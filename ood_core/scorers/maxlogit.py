@@ -1,0 +1,24 @@
+"""MaxLogit (Hendrycks et al., ICML 2022, "Scaling OOD Detection to Real-World Settings")."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ood_core.scorers import register_scorer
+from ood_core.scorers.base import FeatureSet, Scorer
+
+
+@register_scorer("maxlogit")
+class MaxLogitScorer(Scorer):
+    """S(x) = max_k z_k. No hyperparameters."""
+
+    name = "maxlogit"
+    title = "MaxLogit"
+    paper = "Hendrycks et al., Scaling Out-of-Distribution Detection for Real-World Settings, ICML 2022"
+    needs = frozenset({"logits"})
+
+    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """feats.logits (N, K) → (N,) float32."""
+        self.resolve(hparams)
+        return feats.logits.float().amax(dim=1)

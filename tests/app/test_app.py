@@ -1,0 +1,185 @@
+"""The dashboard through streamlit.testing.v1.AppTest: every page, live widgets, uploads, URL state.
+
+The demo cache (demo-cnn on demo-mnist with the five demo OOD sets) is built once per
+session into a temporary ``OOD_LENS_CACHE``. The demo weights are committed, so a demo
+model that does not load fails every test here (it is never skipped).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+st_testing = pytest.importorskip("streamlit.testing.v1")
+AppTest = st_testing.AppTest
+
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+FIRST_RUN_TIMEOUT = 180  # the first run loads the cache and fits every scorer
+TIMEOUT = 90
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """Build the demo cache once into a temporary OOD_LENS_CACHE (shared by every test).
+
+    ``OOD_LENS_APP_TEST_BENCH=model:id:ood1,ood2`` runs the module against an existing
+    ``$OOD_LENS_CACHE`` instead (e.g. a small resnet20-cifar10 cache), nothing built.
+    """
+    import os
+
+    import streamlit as st
+
+    from ood_core.registry import OODLensError
+
+    override = os.environ.get("OOD_LENS_APP_TEST_BENCH")
+    with pytest.MonkeyPatch.context() as patch:
+        if override:
+            model, id_dataset, oods = override.split(":")
+            config = {"model": model, "id": id_dataset, "ood": oods}
+        else:
+            root = tmp_path_factory.mktemp("ood-lens-cache")
+            patch.setenv("OOD_LENS_CACHE", str(root))
+            try:
+                from ood_core.models import create_model
+
+                create_model("demo-cnn")
+            except OODLensError as error:
+                pytest.fail(f"demo model unavailable: {error}")
+            from ood_core.benchmark import load_benchmark
+
+            from app import resources
+
+            load_benchmark(resources.DEMO_MODEL, resources.DEMO_ID, list(resources.DEMO_OODS), progress=False)
+            config = {}
+        st.cache_resource.clear()
+        st.cache_data.clear()
+        CONFIG.clear()
+        CONFIG.update(config)
+        yield config
+
+
+CONFIG: dict[str, str] = {}
+
+
+def make_app(page: str | None = None, **query: str) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    for key, value in {**CONFIG, **({"page": page} if page else {}), **query}.items():
+        at.query_params[key] = value
+    return at
+
+
+def run(at: AppTest) -> AppTest:
+    at.run(timeout=FIRST_RUN_TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def metric_values(at: AppTest) -> list[str]:
+    return [m.value for m in at.metric]
+
+
+def test_compare_renders_table_with_every_default_method(demo_cache):
+    at = run(make_app())
+    assert not at.error, [e.value for e in at.error]
+    table = at.dataframe[0].value
+    assert len(table) == 8  # MSP, Energy, ReAct, DICE, LINe, ASH-S, KNN, ViM
+    assert any("FPR95" in str(c) for c in table.columns)
+    assert len(at.get("plotly_chart")) == 1
+    assert [b.label for b in at.get("download_button")] == ["CSV", "LaTeX", "Markdown"]
+    # The URL mirrors the state so the view can be shared.
+    assert at.query_params["page"] == ["compare"] or at.query_params["page"] == "compare"
+
+
+def test_compare_ood_positive_toggle_changes_fpr(demo_cache):
+    at = run(make_app(methods="energy,msp"))
+    before = at.dataframe[0].value
+    assert len(before) == 2
+    at.toggle(key="ood_positive").set_value(True)
+    run(at)
+    after = at.dataframe[0].value
+    fpr_before = [c for c in before.columns if "FPR95" in str(c)]
+    fpr_after = [c for c in after.columns if "FPR95" in str(c)]
+    assert all("OOD+" in str(c) for c in fpr_after)
+    assert not np.allclose(before[fpr_before].to_numpy(float), after[fpr_after].to_numpy(float))
+    # AUROC does not depend on which class is positive.
+    auroc = [c for c in before.columns if "AUROC" in str(c)]
+    np.testing.assert_allclose(before[auroc].to_numpy(float), after[auroc].to_numpy(float))
+
+
+@pytest.mark.parametrize("page", ["tune", "neurons", "inspect", "sweep"])
+def test_every_page_renders(demo_cache, page):
+    at = run(make_app(page))
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_tune_slider_changes_metrics_and_url(demo_cache):
+    at = run(make_app("tune", method="react"))
+    before = metric_values(at)
+    slider = at.slider(key="param_clip_percentile")
+    new_value = 60.0 if slider.value != 60.0 else 80.0
+    slider.set_value(new_value)
+    run(at)
+    after = metric_values(at)
+    assert after != before
+    assert float(at.query_params["p.clip_percentile"][0] if isinstance(at.query_params["p.clip_percentile"], list)
+                 else at.query_params["p.clip_percentile"]) == new_value
+
+
+def test_tune_hyperparameters_come_from_the_url(demo_cache):
+    at = run(make_app("tune", method="line", **{"p.delta": "0.5", "p.use_wp": "false"}))
+    assert at.slider(key="param_delta").value == pytest.approx(0.5)
+    assert at.toggle(key="param_use_wp").value is False
+    assert any("percentile of ID-validation activations" in c.value for c in at.caption)
+
+
+def test_inspect_scores_an_upload_and_recovers_from_a_bad_one(demo_cache):
+    at = run(make_app("inspect"))
+    digit = Image.new("L", (28, 28), 0)
+    digit.paste(255, (12, 4, 16, 24))  # a white "1" on black
+    at.file_uploader(key="upload").set_value(("one.png", png_bytes(digit), "image/png"))
+    run(at)
+    verdicts = at.dataframe[1].value
+    assert len(verdicts) >= 1 and "verdict" in verdicts.columns
+    at.file_uploader(key="upload").set_value(("notes.png", b"just some text", "image/png"))
+    run(at)
+    assert any("not an image" in e.value for e in at.error)
+    at.file_uploader(key="upload").set_value(("one.png", png_bytes(digit), "image/png"))
+    run(at)
+    assert not at.error
+    assert len(at.dataframe[1].value) >= 1
+
+
+def test_inspect_dataset_sample(demo_cache):
+    at = run(make_app("inspect"))
+    at.radio(key="inspect_source").set_value("Sample from a dataset")
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.dataframe[0].value) == 5
+
+
+def test_sweep_runs_and_labels_the_oracle(demo_cache):
+    at = run(make_app("sweep", method="react"))
+    at.slider(key="sweep_points").set_value(3)
+    run(at)
+    at.button(key="sweep_run").click()
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    table = at.dataframe[0].value
+    assert any("oracle" in str(i) for i in table.index) or any("oracle" in str(c) for c in table.columns)
+
+
+def test_neurons_overlap_slider_changes_the_statistic(demo_cache):
+    at = run(make_app("neurons"))
+    before = at.metric[0].value
+    at.slider(key="neurons_over").set_value(0.0)
+    run(at)
+    assert at.metric[0].value != before

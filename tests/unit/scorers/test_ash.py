@@ -1,0 +1,59 @@
+"""ASH-P / ASH-B / ASH-S on a hand-checkable vector (identity head) and the guards."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ood_core import stages
+from ood_core.scorers import create_scorer
+from ood_core.scorers.ash import MAX_SCALE_EXPONENT, ash_features, kept_count
+from ood_core.scorers.base import FeatureSet, FitContext
+
+H = torch.arange(10.0, 0.0, -1.0).unsqueeze(0)  # [10, 9, ..., 1], s1 = 55
+
+
+def identity_head(d: int) -> FitContext:
+    return FitContext(torch.eye(d), torch.zeros(d))
+
+
+def feats(h: torch.Tensor) -> FeatureSet:
+    return FeatureSet(logits=h.clone(), penultimate=h, labels=torch.zeros(len(h), dtype=torch.long))
+
+
+def test_kept_count() -> None:
+    assert kept_count(10, 70) == 3
+    assert kept_count(342, 95) == 17  # 342 − round(324.9)
+    assert kept_count(10, 25) == 8  # round(2.5) = 2: half-to-even, as numpy
+    assert kept_count(10, 99.9) == 1  # guarded: never keep nothing
+    assert kept_count(10, 0) == 10
+
+
+def test_variants_by_hand() -> None:
+    top3 = torch.tensor([[10.0, 9.0, 8.0] + [0.0] * 7])
+    torch.testing.assert_close(ash_features(H, 70, "p"), top3)
+    torch.testing.assert_close(ash_features(H, 70, "b"), torch.tensor([[55 / 3] * 3 + [0.0] * 7]))
+    torch.testing.assert_close(ash_features(H, 70, "s"), top3 * math.exp(55 / 27))
+
+
+@pytest.mark.parametrize("name,variant,percentile", [("ash-p", "p", 90.0), ("ash-b", "b", 90.0), ("ash-s", "s", 95.0)])
+def test_registered_variants_score_energy_of_shaped_head(name: str, variant: str, percentile: float) -> None:
+    scorer = create_scorer(name).fit(identity_head(10))
+    assert scorer.name == name and scorer.defaults() == {"variant": variant, "percentile": percentile}
+    f = feats(H)
+    logits = scorer.modified_logits(f, percentile=70.0)
+    torch.testing.assert_close(logits, ash_features(H, 70, variant))  # identity head: logits = h'
+    torch.testing.assert_close(scorer.score(f, percentile=70.0), stages.energy(logits))
+
+
+def test_ash_s_guards() -> None:
+    # s2 ≤ 0 (negative ViT-like features): fall back to the unscaled pruned vector
+    negative = -H
+    torch.testing.assert_close(ash_features(negative, 70, "s"), ash_features(negative, 70, "p"))
+    # s1/s2 = D/k = 100 would overflow float32: the exponent is capped
+    flat = torch.ones(1, 100)
+    shaped = ash_features(flat, 99, "s")
+    assert torch.isfinite(shaped).all()
+    assert shaped.max().item() == pytest.approx(math.exp(MAX_SCALE_EXPONENT), rel=1e-5)
+    assert int((shaped > 0).sum()) == 1

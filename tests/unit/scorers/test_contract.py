@@ -1,0 +1,156 @@
+"""The contract every registered scorer honours, parametrised over the registry.
+
+Shape (N,) float32, finite at every declared hyperparameter extreme, deterministic,
+ID above OOD on a separable toy set, inputs left untouched, any device, and a clear
+error from fit() when a declared training statistic is missing.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+import pytest
+import torch
+
+from ood_core.metrics import auroc
+from ood_core.registry import OODLensError
+from ood_core.scorers import create_scorer, list_scorers
+from ood_core.scorers.base import FitContext, Param, Scorer
+
+NAMES = list_scorers()
+KNOWN_NEEDS = {"logits", "penultimate", "prepool_max", "odin_logits"}
+
+
+def extremes(param: Param) -> Iterator[Any]:
+    """Every value the contract scores at: numeric bounds, each choice, both booleans."""
+    if param.kind == "bool":
+        yield from (False, True)
+    elif param.kind == "choice":
+        yield from param.choices
+    else:
+        yield from (param.low, param.high)
+
+
+def fitted(name: str, toy) -> Scorer:
+    return create_scorer(name).fit(toy.ctx)
+
+
+def test_registry_is_populated() -> None:
+    assert {"msp", "maxlogit", "energy", "odin", "mahalanobis", "knn", "vim", "gradnorm",
+            "ash-p", "ash-b", "ash-s"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declarations(name: str) -> None:
+    scorer = create_scorer(name)
+    assert scorer.name == name, "a registered variant must report its registered name"
+    assert scorer.title and scorer.paper
+    assert scorer.needs and set(scorer.needs) <= KNOWN_NEEDS
+    for param in scorer.declared_params():
+        assert param.help and "\n" not in param.help, f"{param.name} needs a one-line help"
+        param.validate(param.default)  # defaults lie inside their own range
+        if param.kind in ("float", "int"):
+            assert None not in (param.low, param.high, param.step), f"{param.name} needs low/high/step"
+            assert param.low <= param.default <= param.high
+        if param.kind == "choice":
+            assert param.default in param.choices
+    with pytest.raises(ValueError):
+        scorer.resolve({"no_such_hyperparameter": 1})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shape_dtype_and_separation(name: str, toy) -> None:
+    scorer = fitted(name, toy)
+    id_scores, ood_scores = scorer.score(toy.id_feats), scorer.score(toy.ood_feats)
+    assert id_scores.shape == (len(toy.id_feats),) and ood_scores.shape == (len(toy.ood_feats),)
+    assert id_scores.dtype == torch.float32 and ood_scores.dtype == torch.float32
+    assert torch.isfinite(id_scores).all() and torch.isfinite(ood_scores).all()
+    assert auroc(id_scores, ood_scores) > 0.9, "higher must mean more ID on a separable toy set"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_finite_at_every_extreme(name: str, toy) -> None:
+    scorer = fitted(name, toy)
+    for param in scorer.declared_params():
+        for value in extremes(param):
+            for feats in (toy.id_feats, toy.ood_feats):
+                scores = scorer.score(feats, **{param.name: value})
+                assert scores.shape == (len(feats),) and scores.dtype == torch.float32
+                assert torch.isfinite(scores).all(), f"{name} not finite at {param.name}={value}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_and_inputs_untouched(name: str, toy) -> None:
+    before = {f: t.clone() for f, t in toy.id_feats._tensors().items()}
+    stats_before = {k: v.clone() for k, v in toy.ctx.stats.items()}
+    scorer = fitted(name, toy)
+    first = scorer.score(toy.id_feats)
+    scorer.score(toy.ood_feats)  # a different input in between must not leak into the next call
+    assert torch.equal(first, scorer.score(toy.id_feats))
+    assert torch.equal(first, create_scorer(name).fit(toy.ctx).score(toy.id_feats))
+    for field, tensor in toy.id_feats._tensors().items():
+        assert torch.equal(tensor, before[field]), f"{name} modified feats.{field}"
+    for key, value in toy.ctx.stats.items():
+        assert torch.equal(value, stats_before[key]), f"{name} modified stats[{key!r}]"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_modified_logits_shape(name: str, toy) -> None:
+    scorer = fitted(name, toy)
+    logits = scorer.modified_logits(toy.id_feats)
+    if logits is not None:
+        assert logits.shape == toy.id_feats.logits.shape and logits.dtype == torch.float32
+        assert torch.isfinite(logits).all()
+
+
+# Logit-only scorers (MSP, Energy, ...) read no training statistics: nothing to be missing.
+NAMES_WITH_STATS = [name for name in NAMES if create_scorer(name).stats]
+
+
+@pytest.mark.parametrize("name", NAMES_WITH_STATS)
+def test_fit_without_required_stats_raises_clear_error(name: str, toy) -> None:
+    scorer = create_scorer(name)
+    for missing in sorted(scorer.stats):
+        stats = {k: v for k, v in toy.ctx.stats.items() if k != missing}
+        with pytest.raises(OODLensError, match=missing):
+            create_scorer(name).fit(dataclasses.replace(toy.ctx, stats=stats))
+    with pytest.raises(OODLensError):
+        scorer.fit(FitContext(head_weight=toy.ctx.head_weight, head_bias=toy.ctx.head_bias, stats={}))
+
+
+@pytest.mark.parametrize("name", NAMES_WITH_STATS)
+def test_score_before_fit_raises(name: str, toy) -> None:
+    with pytest.raises((RuntimeError, OODLensError)):
+        create_scorer(name).score(toy.id_feats)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_matches_cpu(name: str, toy, toy_factory) -> None:
+    gpu = toy_factory(device="cuda")
+    cpu_scores = fitted(name, toy).score(toy.id_feats)
+    gpu_scores = fitted(name, gpu).score(gpu.id_feats)
+    assert gpu_scores.device.type == "cuda" and gpu_scores.dtype == torch.float32
+    # ranks, not bit-equality: GEMMs differ across devices (TF32 etc.)
+    assert auroc(gpu_scores, fitted(name, gpu).score(gpu.ood_feats)) > 0.9
+    torch.testing.assert_close(gpu_scores.cpu(), cpu_scores, rtol=1e-2, atol=1e-2)
+
+
+def test_per_tensor_memo_hits_only_the_same_unmodified_tensor() -> None:
+    from ood_core.scorers.base import PerTensorMemo
+
+    calls: list[int] = []
+    memo = PerTensorMemo(max_entries=2)
+
+    def compute(t: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return t.sum()
+
+    a = torch.ones(3)
+    assert memo.get(a, compute) == 3 and memo.get(a, compute) == 3 and len(calls) == 1
+    a.add_(1)  # in place: the version counter moves, the entry is stale
+    assert memo.get(a, compute) == 6 and len(calls) == 2
+    b, c = torch.zeros(2), torch.zeros(4)
+    memo.get(b, compute), memo.get(c, compute)  # evicts a (max_entries=2)
+    memo.get(a, compute)
+    assert len(calls) == 5

@@ -1,0 +1,56 @@
+"""Mahalanobis: hand example, singular precision, and sklearn's distances on toy statistics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.covariance import EmpiricalCovariance
+
+from ood_core.scorers import create_scorer
+from ood_core.scorers.base import FeatureSet, FitContext
+from ood_core.scorers.mahalanobis import whitening_factor
+
+
+def score(h: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    k, d = means.shape
+    ctx = FitContext(torch.zeros(k, d), torch.zeros(k), {"class_means": means, "precision": precision})
+    f = FeatureSet(logits=torch.zeros(len(h), k), penultimate=h, labels=torch.zeros(len(h), dtype=torch.long))
+    return create_scorer("mahalanobis").fit(ctx).score(f)
+
+
+def test_by_hand() -> None:
+    means = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    precision = torch.diag(torch.tensor([1.0, 4.0]))
+    h = torch.tensor([[1.0, 0.0], [0.5, 0.5], [1.0, 1.0]])
+    # h0: d²=(1, 4) → −1; h1: d²=(0.25+1, 0.25+1) → −1.25; h2 sits on μ_1 → 0
+    torch.testing.assert_close(score(h, means, precision), torch.tensor([-1.0, -1.25, 0.0]))
+
+
+def test_singular_precision_uses_eigendecomposition() -> None:
+    # P = pinv of a rank-1 covariance: Cholesky fails, the eigh branch must give xᵀPx exactly
+    precision = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    factor = whitening_factor(precision)
+    torch.testing.assert_close(factor @ factor.T, precision)
+    torch.testing.assert_close(score(torch.tensor([[2.0, 5.0]]), torch.zeros(1, 2), precision), torch.tensor([-4.0]))
+
+
+@pytest.mark.parametrize("rank_deficient", [False, True])
+def test_matches_sklearn_on_toy_statistics(toy, rank_deficient: bool) -> None:
+    from ood_core.train_stats import compute_train_stats
+
+    h, y = toy.train_features, toy.train_labels
+    if rank_deficient:  # dead neurons (as in the CIFAR DenseNet) make the covariance singular
+        h = h.clone()
+        h[:, :5] = 0.0
+    w, b = toy.ctx.head_weight, toy.ctx.head_bias
+    stats = compute_train_stats(h, h @ w.T + b, y, w, b)
+    test = toy.id_feats.penultimate[:50].clone()
+    if rank_deficient:
+        test[:, :5] = 0.0
+    ours = score(test, stats["class_means"], stats["precision"])
+
+    h64, y64, t64 = h.double().numpy(), y.numpy(), test.double().numpy()
+    means = np.stack([h64[y64 == c].mean(0) for c in range(w.shape[0])])
+    cov = EmpiricalCovariance(assume_centered=True).fit(h64 - means[y64])
+    reference = -np.min(np.stack([cov.mahalanobis(t64 - m) for m in means], 1), axis=1)
+    np.testing.assert_allclose(ours.numpy(), reference, rtol=1e-3, atol=1e-2)

@@ -6,7 +6,10 @@ and Chromium is launched with its background networking switched off.
 
 Waiting rule: an action (key press, upload, navigation) is complete when the page's
 script state has gone ``running`` → ``notRunning`` at least once *after* the action
-(:func:`after_rerun`); checking ``notRunning`` alone races with the rerun's start.
+(:func:`after_rerun`); checking ``notRunning`` alone races with the rerun's start. Then the
+DOM must be quiet for a moment (:func:`wait_settled`): on a loaded 2-core machine Chromium
+draws the streamed elements seconds after the server's run has ended, so an idle app can
+still show half of its metrics.
 """
 from __future__ import annotations
 
@@ -151,6 +154,30 @@ def wait_idle(page: Any, timeout_ms: float = 60_000) -> None:
     page.wait_for_selector(IDLE, timeout=timeout_ms)
 
 
+# Installs (once per document) a MutationObserver that stamps the last DOM change under stApp.
+_QUIET_JS = """
+quietMs => {
+  const app = document.querySelector("[data-testid='stApp']");
+  if (!app) return false;
+  if (window.__oodQuiet === undefined || window.__oodQuiet.app !== app) {
+    const q = {app: app, last: performance.now()};
+    window.__oodQuiet = q;
+    new MutationObserver(() => { q.last = performance.now(); })
+      .observe(app, {subtree: true, childList: true, characterData: true, attributes: true});
+  }
+  return app.getAttribute('data-test-script-state') === 'notRunning'
+    && performance.now() - window.__oodQuiet.last >= quietMs;
+}
+"""
+SETTLE_MS = 400
+
+
+def wait_settled(page: Any, quiet_ms: float = SETTLE_MS, timeout_ms: float = 60_000) -> None:
+    """Wait until no script run is in progress and the page has not changed for ``quiet_ms``."""
+    page.evaluate(_QUIET_JS, quiet_ms)  # install the observer now, so the quiet period is real
+    page.wait_for_function(_QUIET_JS, arg=quiet_ms, timeout=timeout_ms, polling=50)
+
+
 def wait_runs(page: Any, after: int, timeout_ms: float = 60_000) -> None:
     """Wait for a finished run beyond ``after`` and an idle app."""
     page.wait_for_function(
@@ -159,10 +186,11 @@ def wait_runs(page: Any, after: int, timeout_ms: float = 60_000) -> None:
 
 
 def after_rerun(page: Any, action: Callable[[], Any], timeout_ms: float = 60_000) -> None:
-    """Do ``action`` and wait for the rerun it triggers to finish."""
+    """Do ``action``, wait for the rerun it triggers to finish and for the page to settle."""
     before = run_count(page)
     action()
     wait_runs(page, before, timeout_ms)
+    wait_settled(page, timeout_ms=timeout_ms)
 
 
 def open_app(page: Any, url: str, main: Callable[[Any], Any] | None = None, timeout_ms: float = 60_000) -> None:
@@ -172,6 +200,7 @@ def open_app(page: Any, url: str, main: Callable[[Any], Any] | None = None, time
     if main is not None:
         main(page).first.wait_for(state="visible", timeout=timeout_ms)
     wait_idle(page, timeout_ms)
+    wait_settled(page, timeout_ms=timeout_ms)
     run_count(page)  # install the run observer for the actions that follow
 
 

@@ -7,9 +7,9 @@ and Chromium is launched with its background networking switched off.
 Waiting rule: an action (key press, upload, navigation) is complete when the page's
 script state has gone ``running`` → ``notRunning`` at least once *after* the action
 (:func:`after_rerun`); checking ``notRunning`` alone races with the rerun's start. Then the
-DOM must be quiet for a moment (:func:`wait_settled`): on a loaded 2-core machine Chromium
-draws the streamed elements seconds after the server's run has ended, so an idle app can
-still show half of its metrics.
+DOM must be quiet for a moment, with no skeleton left (:func:`wait_settled`): on a loaded
+2-core machine Chromium draws lazily loaded elements seconds after the server's run has
+ended, so an idle app can still show half of its metrics.
 """
 from __future__ import annotations
 
@@ -165,7 +165,9 @@ quietMs => {
     new MutationObserver(() => { q.last = performance.now(); })
       .observe(app, {subtree: true, childList: true, characterData: true, attributes: true});
   }
+  // A skeleton stands in for an element whose lazily loaded code has not arrived yet.
   return app.getAttribute('data-test-script-state') === 'notRunning'
+    && !document.querySelector("[data-testid='stSkeleton'], [data-testid='stSkeletonElement']")
     && performance.now() - window.__oodQuiet.last >= quietMs;
 }
 """
@@ -173,7 +175,8 @@ SETTLE_MS = 400
 
 
 def wait_settled(page: Any, quiet_ms: float = SETTLE_MS, timeout_ms: float = 60_000) -> None:
-    """Wait until no script run is in progress and the page has not changed for ``quiet_ms``."""
+    """Wait until no script run is in progress, no skeleton waits for its element and the page
+    has not changed for ``quiet_ms``."""
     page.evaluate(_QUIET_JS, quiet_ms)  # install the observer now, so the quiet period is real
     page.wait_for_function(_QUIET_JS, arg=quiet_ms, timeout=timeout_ms, polling=50)
 

@@ -207,9 +207,8 @@ def evaluate_method(bench: Benchmark, method: str, hparams: Mapping[str, Any] | 
             raise OODLensError(f"method {method}, hyperparameter {key}={value!r}: {exc}") from None
     resolved = scorer.resolve(hparams)
     with torch.inference_mode():
-        id_scores = scorer.score(bench.id_test, **resolved)
+        id_scores, modified = scorer.score_with_logits(bench.id_test, **resolved)
         ood_scores = {name: scorer.score(bench.ood[name], **resolved) for name in names}
-        modified = scorer.modified_logits(bench.id_test, **resolved)
     metrics = evaluate_many(id_scores, ood_scores)
     base_accuracy = accuracy(bench.id_test.logits, bench.id_test.labels)
     return MethodResult(

@@ -51,38 +51,20 @@ def fpr_at_95_tpr_ood_positive(id_scores: Tensor | np.ndarray, ood_scores: Tenso
     return fpr_at_95_tpr(-_as_array(ood_scores), -_as_array(id_scores))
 
 
-def _auroc_sorted(id_sorted: np.ndarray, ood_sorted: np.ndarray) -> float:
-    """P(id > ood) + ½·P(id = ood): the rank-sum AUROC with average ranks for ties."""
-    below = np.searchsorted(id_sorted, ood_sorted, "left")  # ID scores < o
-    below_or_equal = np.searchsorted(id_sorted, ood_sorted, "right")  # ID scores ≤ o
-    wins = (id_sorted.size - below_or_equal).sum() + 0.5 * (below_or_equal - below).sum()
-    return float(wins / (id_sorted.size * ood_sorted.size))
-
-
-def _average_precision_sorted(positive_sorted: np.ndarray, negative_sorted: np.ndarray) -> float:
-    """sklearn's ``average_precision_score`` (positives scored high), from ascending sorts:
-    one precision/recall point per distinct threshold, Σ (R_n − R_{n−1})·P_n."""
-    thresholds = np.unique(np.concatenate([positive_sorted, negative_sorted]))[::-1]
-    true_pos = positive_sorted.size - np.searchsorted(positive_sorted, thresholds, "left")
-    false_pos = negative_sorted.size - np.searchsorted(negative_sorted, thresholds, "left")
-    precision = true_pos / (true_pos + false_pos)
-    recall = true_pos / positive_sorted.size
-    return float((np.diff(recall, prepend=0.0) * precision).sum())
-
-
 def auroc(id_scores: Tensor | np.ndarray, ood_scores: Tensor | np.ndarray) -> float:
     """Area under the ROC curve, ID positive (identical to sklearn's ``roc_auc_score``)."""
-    return _auroc_sorted(np.sort(_as_array(id_scores)), np.sort(_as_array(ood_scores)))
+    return evaluate(id_scores, ood_scores).auroc
 
 
 def aupr_in(id_scores: Tensor | np.ndarray, ood_scores: Tensor | np.ndarray) -> float:
-    """Average precision with ID as positive and the score as is."""
-    return _average_precision_sorted(np.sort(_as_array(id_scores)), np.sort(_as_array(ood_scores)))
+    """Average precision with ID as positive and the score as is (sklearn's
+    ``average_precision_score``: one point per distinct threshold, Σ (R_n − R_{n−1})·P_n)."""
+    return evaluate(id_scores, ood_scores).aupr_in
 
 
 def aupr_out(id_scores: Tensor | np.ndarray, ood_scores: Tensor | np.ndarray) -> float:
     """Average precision with OOD as positive and the negated score."""
-    return _average_precision_sorted(np.sort(-_as_array(ood_scores)), np.sort(-_as_array(id_scores)))
+    return evaluate(id_scores, ood_scores).aupr_out
 
 
 @dataclass(frozen=True)
@@ -100,15 +82,45 @@ class OODMetrics:
         return asdict(self)
 
 
+def _counts_at_distinct(id_sorted: np.ndarray, ood_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(id_at_or_below, ood_at_or_below), each (m,) int64: how many ID / OOD scores are
+    ≤ d_i for every distinct score d_0 < … < d_{m−1} of the two ascending arrays. A stable
+    argsort merges the two sorted runs in linear time (timsort); running counts of the
+    ID labels, read at the last place of each distinct value, give the rest."""
+    values = np.concatenate([id_sorted, ood_sorted])
+    order = np.argsort(values, kind="stable")
+    merged = values[order]
+    last_of_value = np.concatenate([merged[1:] != merged[:-1], [True]])
+    id_at_or_below = np.cumsum(order < id_sorted.size)[last_of_value]
+    ood_at_or_below = np.flatnonzero(last_of_value) + 1 - id_at_or_below
+    return id_at_or_below, ood_at_or_below
+
+
 def _evaluate_sorted(id_sorted: np.ndarray, ood: np.ndarray) -> "OODMetrics":
+    """Every metric from the ascending ID sort and the OOD scores, in one pass over the
+    distinct scores (same definitions and tie handling as sklearn)."""
     ood_sorted = np.sort(ood)
+    n_id, n_ood = id_sorted.size, ood_sorted.size
     threshold = _threshold_of_sorted(id_sorted)
+    id_at_or_below, ood_at_or_below = _counts_at_distinct(id_sorted, ood_sorted)
+    id_equal, ood_equal = np.diff(id_at_or_below, prepend=0), np.diff(ood_at_or_below, prepend=0)
+    # AUROC: each OOD score at d_i loses to the ID scores above it and ties with those at it.
+    auroc_value = float((ood_equal * (n_id - id_at_or_below)).sum()
+                        + 0.5 * (ood_equal * id_equal).sum()) / (n_id * n_ood)
+    # AP with ID positive: thresholds d_i descending, predicted positive = score ≥ d_i.
+    id_at_or_above = (n_id - id_at_or_below + id_equal)[::-1]
+    ood_at_or_above = (n_ood - ood_at_or_below + ood_equal)[::-1]
+    aupr_in_value = float((np.diff(id_at_or_above / n_id, prepend=0.0)
+                           * id_at_or_above / (id_at_or_above + ood_at_or_above)).sum())
+    # AP with OOD positive on −score: thresholds d_i ascending, predicted positive = score ≤ d_i.
+    aupr_out_value = float((np.diff(ood_at_or_below / n_ood, prepend=0.0)
+                            * ood_at_or_below / (ood_at_or_below + id_at_or_below)).sum())
     negated_id, negated_ood = -id_sorted[::-1], -ood_sorted[::-1]  # ascending sorts of −score
     return OODMetrics(
-        fpr95=float((ood > threshold).mean()),
-        auroc=_auroc_sorted(id_sorted, ood_sorted),
-        aupr_in=_average_precision_sorted(id_sorted, ood_sorted),
-        aupr_out=_average_precision_sorted(negated_ood, negated_id),
+        fpr95=float((ood_sorted > threshold).mean()),
+        auroc=auroc_value,
+        aupr_in=aupr_in_value,
+        aupr_out=aupr_out_value,
         threshold=threshold,
         fpr95_ood_positive=float((negated_id > _threshold_of_sorted(negated_ood)).mean()),
     )

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ood_core import stages
 from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, Param, PerTensorMemo, Scorer
+from ood_core.scorers.base import FeatureSet, Param, PerTensorMemo, ShapedHeadScorer
 
 MAX_SCALE_EXPONENT = 40.0
 _SETTINGS_KEPT = 8  # shaped-head logits kept per cached feature tensor
@@ -70,7 +70,7 @@ def ash_features(features: Tensor, percentile: float, variant: str, ranks: Tenso
     return pruned * exponent.clamp(max=MAX_SCALE_EXPONENT).exp()
 
 
-class AshScorer(Scorer):
+class AshScorer(ShapedHeadScorer):
     """S(x) = LSE(W·ASH(h) + b) for the ASH-P / ASH-B / ASH-S variants."""
 
     name = "ash"
@@ -111,9 +111,6 @@ class AshScorer(Scorer):
                 logits_by_setting.pop(stale, None)
         return logits
 
-    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        """feats.penultimate (N, D) → (N,) float32 = energy of the shaped head's logits."""
-        return stages.energy(self.modified_logits(feats, **hparams))
 
 
 register_scorer("ash-p")(functools.partial(AshScorer, name="ash-p", variant="p", percentile=90.0))

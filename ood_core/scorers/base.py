@@ -12,7 +12,9 @@ and implements
   * ``fit(ctx)``: hyperparameter-free preparation from the head and training statistics,
   * ``score(feats, **hparams)``: a batched ``(N,) float32`` score, **higher = more ID**,
   * optionally ``modified_logits(feats, **hparams)``: the ``(N, K)`` logits of the
-    modified head (clipping / pruning) so the app can show the head's ID accuracy.
+    modified head (clipping / pruning) so the app can show the head's ID accuracy;
+    methods scored as the energy of such a head subclass :class:`ShapedHeadScorer`, which
+    derives ``score`` from it and gives both from one head pass (``score_with_logits``).
 
 Scores are computed on whatever device the feature tensors live on.
 """
@@ -25,6 +27,7 @@ from typing import Any, ClassVar, Literal, Mapping
 import torch
 from torch import Tensor
 
+from ood_core import stages
 from ood_core.registry import OODLensError
 
 ParamKind = Literal["float", "int", "bool", "choice"]
@@ -190,6 +193,9 @@ class Scorer:
             raise MissingStatsError(f"{self.name} needs training statistics {missing}; "
                                     "rebuild the cache's train_stats (python -m precompute)")
         self.ctx = ctx
+        for value in vars(self).values():  # results memoised under a previous fit are stale
+            if isinstance(value, PerTensorMemo):
+                value.clear()
         return self
 
     def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
@@ -199,6 +205,11 @@ class Scorer:
     def modified_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor | None:
         """(N, K) logits of the modified head, or None when the method leaves the head alone."""
         return None
+
+    def score_with_logits(self, feats: FeatureSet, **hparams: Any) -> tuple[Tensor, Tensor | None]:
+        """(scores (N,), modified logits (N, K) or None) together: the ID set needs both
+        (the scores for the metrics, the logits for the modified head's accuracy)."""
+        return self.score(feats, **hparams), self.modified_logits(feats, **hparams)
 
     # -- helpers ------------------------------------------------------------------
     @property
@@ -211,6 +222,34 @@ class Scorer:
         return f"{type(self).__name__}(name={self.name!r}, defaults={self._defaults})"
 
 
+class ShapedHeadScorer(Scorer):
+    """A method whose score is the energy of a modified head's logits (ReAct, DICE, LINe,
+    OPNP, ASH): subclasses implement ``modified_logits``; the head then runs once even when
+    both the scores and the logits are wanted."""
+
+    def modified_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        raise NotImplementedError
+
+    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """(N,) float32 S = LSE of the modified head's logits."""
+        return stages.energy(self.modified_logits(feats, **hparams)).float()
+
+    def score_with_logits(self, feats: FeatureSet, **hparams: Any) -> tuple[Tensor, Tensor]:
+        logits = self.modified_logits(feats, **hparams)
+        return stages.energy(logits).float(), logits
+
+
+def tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in ``value`` (a tensor, or tuples / lists / dicts of them)."""
+    if isinstance(value, Tensor):
+        return value.element_size() * value.nelement()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (tuple, list)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
 class PerTensorMemo:
     """A few results keyed by the identity of an input tensor (a cached feature set).
 
@@ -219,17 +258,22 @@ class PerTensorMemo:
     whitening) is done once per tensor. An entry is used only while the very tensor is
     alive (weakref) and unmodified (in-place version counter; inference tensors have none
     and cannot be modified in place), so a freed tensor's reused id never hits.
+
+    Bounded twice, least recently used first out: ``max_entries`` (one benchmark re-scores
+    its ID set and every OOD set on each move, so room for all of them keeps every lookup a
+    hit) and ``max_bytes`` of tensors held in the results.
     """
 
-    def __init__(self, max_entries: int = 4) -> None:
+    def __init__(self, max_entries: int = 16, max_bytes: int = 1 << 30) -> None:
         import threading
         import weakref
         from collections import OrderedDict
 
         self._lock = threading.Lock()  # app sessions score from several threads
         self._weakref = weakref.ref
-        self._entries: "OrderedDict[int, tuple[Any, int, Any]]" = OrderedDict()
+        self._entries: "OrderedDict[int, tuple[Any, int, Any, int]]" = OrderedDict()
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
 
     @staticmethod
     def _version(tensor: Tensor) -> int:
@@ -244,9 +288,11 @@ class PerTensorMemo:
                 self._entries.move_to_end(key)
                 return hit[2]
         result = compute(tensor)  # outside the lock: another tensor's lookup need not wait
+        size = tensor_bytes(result)
         with self._lock:
-            self._entries[key] = (self._weakref(tensor), version, result)
-            while len(self._entries) > self.max_entries:
+            self._entries[key] = (self._weakref(tensor), version, result, size)
+            while len(self._entries) > 1 and (len(self._entries) > self.max_entries or
+                                              sum(e[3] for e in self._entries.values()) > self.max_bytes):
                 self._entries.popitem(last=False)
         return result
 

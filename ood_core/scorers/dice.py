@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ood_core import stages
 from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, Param, Scorer
+from ood_core.scorers.base import FeatureSet, FitContext, Param, ShapedHeadScorer
 from ood_core.scorers.react import head_on
 
 SPARSITY = Param("sparsity", 90.0, low=0.0, high=99.9, step=0.1, unit="%", label="sparsity p",
@@ -21,7 +21,7 @@ SPARSITY = Param("sparsity", 90.0, low=0.0, high=99.9, step=0.1, unit="%", label
 
 
 @register_scorer("dice")
-class DiceScorer(Scorer):
+class DiceScorer(ShapedHeadScorer):
     """DICE: S = LSE((W ⊙ M_p)·h + b) with M_p = [m̄ ⊙ W > percentile_p], higher = more ID.
 
     needs: penultimate (N, D) float32; stats: feature_mean (D,).
@@ -70,6 +70,3 @@ class DiceScorer(Scorer):
         _, bias = head_on(self.fitted, h.device)
         return torch.addmm(bias, h, self.masked_weight(values["sparsity"], h.device).T)
 
-    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        """(N,) float32 energy of the sparsified head's logits."""
-        return stages.energy(self.modified_logits(feats, **hparams)).float()

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 K_MAX = 1000
 # Rows per GEMM chunk: bounds the (chunk, M) similarity block to ~64 MB of float32.
 _CHUNK_ELEMENTS = 1 << 24
-_CACHE_ENTRIES = 4
 
 
 def top_cosine_similarities(features: Tensor, bank: Tensor, k: int) -> Tensor:
@@ -56,7 +55,7 @@ class KNNScorer(Scorer):
 
     def __init__(self, **default_overrides: Any) -> None:
         super().__init__(**default_overrides)
-        self._similarities = PerTensorMemo(_CACHE_ENTRIES)  # features → (N, k_max) similarities
+        self._similarities = PerTensorMemo()  # features → (N, k_max) similarities
 
     def fit(self, ctx: FitContext) -> "KNNScorer":
         super().fit(ctx)

@@ -26,7 +26,7 @@ from torch import Tensor
 from ood_core import stages
 from ood_core.registry import OODLensError
 from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, Param, Scorer
+from ood_core.scorers.base import FeatureSet, FitContext, Param, ShapedHeadScorer
 from ood_core.scorers.react import head_on
 
 # Above this many K·K·D elements, per-class effective weights are built on the fly instead
@@ -37,7 +37,7 @@ TAU_CHUNK_ELEMENTS = 1 << 24
 
 
 @register_scorer("line")
-class LineScorer(Scorer):
+class LineScorer(ShapedHeadScorer):
     """LINe: energy of the predicted class's pruned head on clipped features; higher = more ID.
 
     needs: penultimate (N, D) float32; stats: class_contribution (K, D),
@@ -157,9 +157,6 @@ class LineScorer(Scorer):
             logits[rows] = torch.addmm(bias, clipped[rows], weight_of(c).to(h.device).T)
         return logits
 
-    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        """(N,) float32 S = LSE(z^LINe)."""
-        return stages.energy(self.modified_logits(feats, **hparams)).float()
 
 
 def line_explain(scorer: LineScorer, feats_one_sample: FeatureSet, **hparams: Any) -> dict[str, Any]:

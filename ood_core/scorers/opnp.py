@@ -20,13 +20,13 @@ from torch import Tensor
 
 from ood_core import stages
 from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, Param, Scorer
+from ood_core.scorers.base import FeatureSet, FitContext, Param, ShapedHeadScorer
 from ood_core.scorers.react import clip_params, head_on
 
 _UNTUNED = "Default is the paper's worked example, not a tuned value."
 
 
-class OpnpScorer(Scorer):
+class OpnpScorer(ShapedHeadScorer):
     """OPP / ONP / OPNP (± ReAct): energy of a sensitivity-pruned head; higher = more ID.
 
     needs: penultimate (N, D) float32; stats: opnp_weight_sensitivity (K, D),
@@ -100,9 +100,6 @@ class OpnpScorer(Scorer):
                        if values["prune_neurons"] else None)
         return stages.masked_head_logits(h, weight, bias, weight_mask=weight_mask, feature_mask=neuron_mask)
 
-    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        """(N,) float32 energy of the pruned head's logits."""
-        return stages.energy(self.modified_logits(feats, **hparams)).float()
 
 
 register_scorer("opp")(functools.partial(OpnpScorer, name="opp", title="OPP", prune_neurons=False))

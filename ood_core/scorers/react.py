@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ood_core import stages
 from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, Param, Scorer
+from ood_core.scorers.base import FeatureSet, FitContext, Param, ShapedHeadScorer
 
 
 def clip_params(clip_by: str = "percentile", clip_percentile: float = 90.0,
@@ -40,7 +40,7 @@ def head_on(ctx: FitContext, device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 @register_scorer("react")
-class ReActScorer(Scorer):
+class ReActScorer(ShapedHeadScorer):
     """ReAct: S = LSE(W·min(h, c) + b), higher = more ID.
 
     needs: penultimate (N, D) float32; stats: val_activations_sorted (V,) ascending.
@@ -64,6 +64,3 @@ class ReActScorer(Scorer):
         clipped = stages.clip_activations(h, self.threshold(**hparams))
         return torch.addmm(bias, clipped, weight.T)
 
-    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        """(N,) float32 energy of the clipped-feature logits."""
-        return stages.energy(self.modified_logits(feats, **hparams)).float()

@@ -3,7 +3,10 @@
 S(x) = LSE(z) − α·‖(h − u)·NS‖ with u = −pinv(W)·b, NS the eigenvectors of cov(h − u)
 after the top ``dim`` (the residual subspace) and α = mean_train max_k z_k /
 mean_train ‖(h − u)·NS‖. The full eigendecomposition and the residual-norm means for
-every ``dim`` are training statistics, so a ``dim`` change re-slices NS: one GEMM.
+every ``dim`` are training statistics. Per cached feature tensor the projection onto *all*
+eigenvectors is done once and kept as suffix sums of its squares, so ‖(h − u)·NS_dim‖² is
+column ``dim`` of that table and a ``dim`` change costs O(N) instead of a GEMM (tensors too
+large for the memo's budget are projected afresh on each call).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from torch import Tensor
 
 from ood_core.registry import OODLensError
 from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, Param, Scorer
+from ood_core.scorers.base import FeatureSet, FitContext, Param, PerTensorMemo, Scorer
 
 DIM = Param("dim", 256, "int", low=1, high=8191, step=1, label="principal dim",
             help="Dimension of the principal subspace; the residual outside it gives the virtual logit.")
@@ -28,6 +31,20 @@ def default_principal_dim(feature_dim: int) -> int:
     if feature_dim >= 768:
         return 512
     return max(1, feature_dim // 2)
+
+
+# Above this many elements (N·D) a tensor's suffix table is not memoised (1 GiB of float32).
+_MEMO_MAX_ELEMENTS = 1 << 28
+
+
+def residual_sq_suffix(features: Tensor, origin: Tensor, eigenvectors: Tensor) -> Tensor:
+    """features (N, D), origin u (D,), eigenvectors (D, D) by descending eigenvalue →
+    (N, D + 1) float32 table T with T[:, j] = Σ_{i ≥ j} ((h − u)·v_i)², i.e. the squared
+    residual norm for a principal subspace of dimension j (T[:, D] = 0)."""
+    projected = (features.float() - origin) @ eigenvectors
+    squares = projected.square()
+    suffix = squares.flip(1).cumsum(dim=1).flip(1)  # sums from the right: no cancellation
+    return torch.cat([suffix, suffix.new_zeros(suffix.shape[0], 1)], dim=1)
 
 
 def vim_score(features: Tensor, logits: Tensor, origin: Tensor, residual_basis: Tensor, alpha: float) -> Tensor:
@@ -50,6 +67,7 @@ class ViMScorer(Scorer):
     def __init__(self, **default_overrides: Any) -> None:
         super().__init__(**default_overrides)
         self._dim_overridden = "dim" in default_overrides
+        self._per_tensor = PerTensorMemo()  # features → (LSE of the logits, suffix table)
 
     def fit(self, ctx: FitContext) -> "ViMScorer":
         """Sets the ``dim`` range to 1..D−1 and its default from D (unless overridden)."""
@@ -76,7 +94,14 @@ class ViMScorer(Scorer):
         hp = self.resolve(hparams)
         stats = self.fitted.stats
         dim = int(hp["dim"])
-        device = feats.penultimate.device
-        basis = stats["vim_eigenvectors"][:, dim:].to(device=device, dtype=torch.float32)
+        features = feats.penultimate
+        device = features.device
         origin = stats["vim_origin"].to(device=device, dtype=torch.float32)
-        return vim_score(feats.penultimate, feats.logits, origin, basis, self.alpha(dim))
+        if features.nelement() > _MEMO_MAX_ELEMENTS:
+            basis = stats["vim_eigenvectors"][:, dim:].to(device=device, dtype=torch.float32)
+            return vim_score(features, feats.logits, origin, basis, self.alpha(dim))
+        eigenvectors = stats["vim_eigenvectors"].to(device=device, dtype=torch.float32)
+        # Keyed by the feature tensor; the logits are the same rows' (one FeatureSet).
+        energy, table = self._per_tensor.get(features, lambda f: (
+            torch.logsumexp(feats.logits.float(), dim=1), residual_sq_suffix(f, origin, eigenvectors)))
+        return energy - self.alpha(dim) * table[:, dim].clamp_min(0).sqrt()

@@ -81,3 +81,25 @@ def test_evaluate_accuracy_and_average() -> None:
     logits = torch.tensor([[2.0, 1.0], [0.0, 1.0], [5.0, 0.0]])
     assert metrics.accuracy(logits, torch.tensor([0, 0, -1])) == 0.5  # the unknown label is ignored
     assert np.isnan(metrics.accuracy(logits, torch.full((3,), -1)))
+
+
+@pytest.mark.parametrize("levels", [None, 7, 1])  # continuous, a few tied levels, all scores equal
+def test_evaluate_many_matches_sklearn_on_every_set(levels: int | None) -> None:
+    """The one-pass path the app uses (ID sorted once, every metric from the distinct
+    scores) against sklearn on unbalanced sets, with ties across and within the sets."""
+    rng = np.random.default_rng(5)
+    id_scores = rng.normal(1.0, 1.0, 2_000)
+    ood = {"near": rng.normal(0.5, 1.0, 1_500), "far": rng.normal(-1.0, 1.0, 400), "one": np.array([0.3])}
+    if levels is not None:
+        quantise = (lambda a: np.zeros_like(a)) if levels == 1 else (lambda a: np.clip(np.round(a), -3, levels - 4))
+        id_scores, ood = quantise(id_scores), {k: quantise(v) for k, v in ood.items()}
+    results = metrics.evaluate_many(torch.from_numpy(id_scores), {k: torch.from_numpy(v) for k, v in ood.items()})
+    for name, scores in ood.items():
+        y, s = np.r_[np.ones(id_scores.size), np.zeros(scores.size)], np.r_[id_scores, scores]
+        got = results[name]
+        assert got.auroc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert got.aupr_in == pytest.approx(average_precision_score(y, s), abs=1e-12)
+        assert got.aupr_out == pytest.approx(average_precision_score(1 - y, -s), abs=1e-12)
+        threshold = np.sort(id_scores)[round(0.05 * id_scores.size)]
+        assert got.threshold == threshold and got.fpr95 == pytest.approx((scores > threshold).mean())
+        assert got == metrics.evaluate(id_scores, scores)

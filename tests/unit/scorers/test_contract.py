@@ -103,6 +103,21 @@ def test_modified_logits_shape(name: str, toy) -> None:
         assert torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_score_with_logits_is_score_and_modified_logits(name: str, toy) -> None:
+    """The one-pass path (the ID set's scores and head accuracy) gives exactly the two calls."""
+    scorer = fitted(name, toy)
+    params = scorer.declared_params()
+    for hparams in ({}, *({p.name: value} for p in params[:1] for value in extremes(p))):
+        scores, logits = scorer.score_with_logits(toy.id_feats, **hparams)
+        torch.testing.assert_close(scores, scorer.score(toy.id_feats, **hparams), rtol=0, atol=0)
+        expected = scorer.modified_logits(toy.id_feats, **hparams)
+        if expected is None:
+            assert logits is None
+        else:
+            torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+
+
 # Logit-only scorers (MSP, Energy, ...) read no training statistics: nothing to be missing.
 NAMES_WITH_STATS = [name for name in NAMES if create_scorer(name).stats]
 

@@ -49,3 +49,30 @@ def test_alpha_uses_the_residual_norm_mean(toy) -> None:
     scorer = create_scorer("vim").fit(toy.ctx)
     stats = toy.ctx.stats
     assert scorer.alpha(7) == pytest.approx(float(stats["train_max_logit_mean"] / stats["vim_residual_norm_mean"][7]))
+
+
+def test_dim_moves_on_one_scorer_match_the_direct_projection(toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memoised suffix table (a dim change is a column read) against a fresh GEMM onto
+    NS_dim, dim after dim on one scorer, and the unmemoised path for oversized tensors."""
+    from ood_core.scorers import vim
+
+    scorer = create_scorer("vim").fit(toy.ctx)
+    stats = toy.ctx.stats
+    feats = toy.ood_feats
+    d = feats.penultimate.shape[1]
+    memoised = {dim: scorer.score(feats, dim=dim) for dim in (1, 3, 16, d - 1, 3)}
+    monkeypatch.setattr(vim, "_MEMO_MAX_ELEMENTS", 0)
+    for dim, scores in memoised.items():
+        direct = vim.vim_score(feats.penultimate, feats.logits, stats["vim_origin"].float(),
+                               stats["vim_eigenvectors"][:, dim:].float(), scorer.alpha(dim))
+        torch.testing.assert_close(scores, direct, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(scorer.score(feats, dim=dim), direct, rtol=0, atol=0)
+
+
+def test_refit_forgets_memoised_projections(toy) -> None:
+    scorer = create_scorer("vim").fit(toy.ctx)
+    before = scorer.score(toy.ood_feats, dim=3)
+    stats = dict(toy.ctx.stats)
+    stats["vim_origin"] = stats["vim_origin"] + 1.0
+    scorer.fit(type(toy.ctx)(toy.ctx.head_weight, toy.ctx.head_bias, stats))
+    assert not torch.allclose(scorer.score(toy.ood_feats, dim=3), before)

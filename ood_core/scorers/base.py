@@ -193,10 +193,15 @@ class Scorer:
             raise MissingStatsError(f"{self.name} needs training statistics {missing}; "
                                     "rebuild the cache's train_stats (python -m precompute)")
         self.ctx = ctx
-        for value in vars(self).values():  # results memoised under a previous fit are stale
+        self.forget_tensors()  # results memoised under a previous fit are stale
+        return self
+
+    def forget_tensors(self) -> None:
+        """Drop every per-tensor memo (:class:`PerTensorMemo` attributes), so the next call
+        scores its rows from scratch (benchmarks time a cold re-score with it)."""
+        for value in vars(self).values():
             if isinstance(value, PerTensorMemo):
                 value.clear()
-        return self
 
     def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """(N,) float32 scores, higher = more in-distribution."""
@@ -239,6 +244,9 @@ class ShapedHeadScorer(Scorer):
         return stages.energy(logits).float(), logits
 
 
+_SEEN_ONCE = object()  # PerTensorMemo: the tensor was scored once, nothing memoised yet
+
+
 def tensor_bytes(value: Any) -> int:
     """Bytes of the tensors in ``value`` (a tensor, or tuples / lists / dicts of them)."""
     if isinstance(value, Tensor):
@@ -279,22 +287,34 @@ class PerTensorMemo:
     def _version(tensor: Tensor) -> int:
         return -1 if tensor.is_inference() else tensor._version
 
-    def get(self, tensor: Tensor, compute) -> Any:
-        """``compute(tensor)``, memoised for this tensor."""
+    def get(self, tensor: Tensor, compute, reused_only: bool = False) -> Any:
+        """``compute(tensor)``, memoised for this tensor.
+
+        ``reused_only``: return None the first time a tensor is seen (remembering only that it
+        was), so a one-off score takes the caller's direct path and the memo is built when
+        the tensor is scored again (a slider move)."""
         key, version = id(tensor), self._version(tensor)
         with self._lock:
             hit = self._entries.get(key)
-            if hit is not None and hit[0]() is tensor and hit[1] == version:
+            seen = hit is not None and hit[0]() is tensor and hit[1] == version
+            if seen and hit[2] is not _SEEN_ONCE:
                 self._entries.move_to_end(key)
                 return hit[2]
+            if reused_only and not seen:
+                self._remember(key, tensor, version, _SEEN_ONCE, 0)
+                return None
         result = compute(tensor)  # outside the lock: another tensor's lookup need not wait
-        size = tensor_bytes(result)
         with self._lock:
-            self._entries[key] = (self._weakref(tensor), version, result, size)
-            while len(self._entries) > 1 and (len(self._entries) > self.max_entries or
-                                              sum(e[3] for e in self._entries.values()) > self.max_bytes):
-                self._entries.popitem(last=False)
+            self._remember(key, tensor, version, result, tensor_bytes(result))
         return result
+
+    def _remember(self, key: int, tensor: Tensor, version: int, result: Any, size: int) -> None:
+        """Store an entry and evict the least recently used beyond the bounds (lock held)."""
+        self._entries[key] = (self._weakref(tensor), version, result, size)
+        self._entries.move_to_end(key)
+        while len(self._entries) > 1 and (len(self._entries) > self.max_entries or
+                                          sum(e[3] for e in self._entries.values()) > self.max_bytes):
+            self._entries.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:

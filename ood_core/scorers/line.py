@@ -13,12 +13,15 @@ C[c] = W[c] ⊙ μ_c, the closed form of the code's Taylor/Shapley term):
 Batched per §3.10(e): samples are grouped by ĉ and each class present gets one GEMM with
 its effective weight W_eff^c = W ⊙ M_w^c ⊙ m_c[None, :], built on the fly (never a K×K×D
 tensor unless it is small). Masks are memoised per (p_a, p_w); a δ-only change rebuilds
-nothing. Switches: ``use_ac`` off → δ = ∞; ``use_ap`` off → m = 1; ``use_wp`` off → M_w = 1.
+nothing. Per cached feature tensor the rows are kept once, sorted by the unclipped head's
+prediction (memoised): clipping rarely changes ĉ, so a slider move runs each class's GEMM
+on a contiguous block and regroups only the rows whose ĉ moved, instead of gathering
+every row into class groups again. Switches: ``use_ac`` off → δ = ∞; ``use_ap`` off → m = 1; ``use_wp`` off → M_w = 1.
 With all three off LINe is Energy.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -26,12 +29,15 @@ from torch import Tensor
 from ood_core import stages
 from ood_core.registry import OODLensError
 from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, Param, ShapedHeadScorer
+from ood_core.scorers.base import FeatureSet, FitContext, Param, PerTensorMemo, ShapedHeadScorer
 from ood_core.scorers.react import head_on
 
 # Above this many K·K·D elements, per-class effective weights are built on the fly instead
 # of being memoised as one (K, K, D) stack (ImageNet: 2·10⁹ elements = 8 GB).
 MAX_MEMOISED_EFFECTIVE_WEIGHT = 1 << 24
+# Rows per step of the slider path: temporaries of a few MB are reused by the allocator,
+# where whole-tensor ones (40 MB at CIFAR scale) are fresh pages, faulted in on every move.
+ROW_CHUNK = 4096
 # Classes per chunk when computing the K thresholds τ_c (bounds a (G, K·D) temporary).
 TAU_CHUNK_ELEMENTS = 1 << 24
 
@@ -78,6 +84,10 @@ class LineScorer(ShapedHeadScorer):
         self._weight_thresholds: dict[float, Tensor] = {}  # p_w → (K,) τ_c
         self._effective_weights: dict[tuple, Tensor] = {}  # (p_a, p_w, use_ap, use_wp) → (K, K, D)
         return self
+
+    def __init__(self, **default_overrides: Any) -> None:
+        super().__init__(**default_overrides)
+        self._by_class = PerTensorMemo()  # features → ClassSortedRows
 
     # -- masks (memoised, on the fit device) --------------------------------------
     def activation_mask(self, p_a: float) -> Tensor:
@@ -144,19 +154,72 @@ class LineScorer(ShapedHeadScorer):
         values = self.resolve(hparams)
         h = feats.penultimate.float()
         weight, bias = head_on(self.fitted, h.device)
-        clipped = stages.clip_activations(h, self.clip_value(values))
-        if not values["use_ap"] and not values["use_wp"]:
-            return torch.addmm(bias, clipped, weight.T)  # no pruning: one dense head (AC only / Energy)
-        predicted = torch.addmm(bias, clipped, weight.T).argmax(dim=1)
-        # Group rows by ĉ: one sort, then one GEMM per class present (a loop over classes, not samples).
-        order = torch.argsort(predicted, stable=True)
-        classes, counts = torch.unique_consecutive(predicted[order], return_counts=True)
+        if not values["use_ap"] and not values["use_wp"]:  # no pruning: one dense head (AC only / Energy)
+            return torch.addmm(bias, stages.clip_activations(h, self.clip_value(values)), weight.T)
         weight_of = self._class_weight_source(values["p_a"], values["p_w"], values["use_ap"], values["use_wp"])
-        logits = torch.empty(h.shape[0], weight.shape[0], dtype=torch.float32, device=h.device)
-        for c, rows in zip(classes.tolist(), torch.split(order, counts.tolist())):
-            logits[rows] = torch.addmm(bias, clipped[rows], weight_of(c).to(h.device).T)
+        rows = self._by_class.get(feats.penultimate, lambda f: class_sorted_rows(h, weight, bias))
+        delta = self.clip_value(values)
+        out = torch.empty(h.shape[0], weight.shape[0], dtype=torch.float32, device=h.device)
+        k = weight.shape[0]
+        both_bias = torch.cat([bias, bias])
+        moved_rows: list[Tensor] = []
+        moved_classes: list[Tensor] = []
+        for c, (start, stop) in zip(rows.classes, rows.bounds):  # contiguous class blocks
+            # One GEMM gives the block's pruned logits and its full-head logits (for ĉ).
+            both = torch.cat([weight_of(c).to(h.device), weight]).T
+            for first in range(start, stop, ROW_CHUNK):
+                last = min(first + ROW_CHUNK, stop)
+                clipped = stages.clip_activations(rows.features[first:last], delta)
+                logits_both = torch.addmm(both_bias, clipped, both)
+                out[first:last] = logits_both[:, :k]
+                predicted = logits_both[:, k:].argmax(dim=1)
+                moved = (predicted != c).nonzero().squeeze(1)  # clipping changed ĉ
+                if moved.numel():
+                    moved_rows.append(first + moved)
+                    moved_classes.append(predicted[moved])
+        if moved_rows:  # all of them together: one GEMM per class they moved to
+            index = torch.cat(moved_rows)
+            clipped = stages.clip_activations(rows.features[index], delta)
+            out[index] = grouped_head(clipped, torch.cat(moved_classes), weight_of, bias)
+        logits = torch.empty_like(out)
+        logits[rows.order] = out  # back to the rows' own order
         return logits
 
+
+class ClassSortedRows(NamedTuple):
+    """A feature tensor's rows grouped by the unclipped head's prediction (memoised).
+
+    order (N,) int64: row index in the grouping; features (N, D) float32 = h[order];
+    group_class (N,) int64: each sorted row's group; classes / bounds: the groups present
+    and their [start, stop) ranges."""
+
+    order: Tensor
+    features: Tensor
+    group_class: Tensor
+    classes: list[int]
+    bounds: list[tuple[int, int]]
+
+
+def class_sorted_rows(h: Tensor, weight: Tensor, bias: Tensor) -> ClassSortedRows:
+    """h (N, D) float32 → :class:`ClassSortedRows` by argmax(W·h + b)."""
+    predicted = torch.addmm(bias, h, weight.T).argmax(dim=1)
+    order = torch.argsort(predicted, stable=True)
+    group_class = predicted[order]
+    classes, counts = torch.unique_consecutive(group_class, return_counts=True)
+    stops = counts.cumsum(0).tolist()
+    bounds = list(zip([0] + stops[:-1], stops))
+    return ClassSortedRows(order, h.index_select(0, order), group_class, classes.tolist(), bounds)
+
+
+def grouped_head(clipped: Tensor, predicted: Tensor, weight_of, bias: Tensor) -> Tensor:
+    """(M, K) logits of rows ``clipped`` (M, D) through their own class's effective weight
+    ``weight_of(ĉ)`` (K, D): a sort by ĉ, then one GEMM per class present."""
+    order = torch.argsort(predicted, stable=True)
+    classes, counts = torch.unique_consecutive(predicted[order], return_counts=True)
+    logits = torch.empty(clipped.shape[0], bias.shape[0], dtype=torch.float32, device=clipped.device)
+    for c, rows in zip(classes.tolist(), torch.split(order, counts.tolist())):
+        logits[rows] = torch.addmm(bias, clipped[rows], weight_of(c).to(clipped.device).T)
+    return logits
 
 
 def line_explain(scorer: LineScorer, feats_one_sample: FeatureSet, **hparams: Any) -> dict[str, Any]:

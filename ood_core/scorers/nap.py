@@ -88,6 +88,11 @@ class NapScorer(Scorer):
             self.combined_scorer(self._defaults["combine"])  # fail at fit time, not at the first score
         return self
 
+    def forget_tensors(self) -> None:
+        super().forget_tensors()
+        for inner in getattr(self, "_combined", {}).values():
+            inner.forget_tensors()
+
     def combined_scorer(self, combine: str) -> Scorer:
         """The fitted scorer giving S* for ``combine`` (memoised)."""
         if combine not in self._combined:

@@ -5,8 +5,9 @@ after the top ``dim`` (the residual subspace) and α = mean_train max_k z_k /
 mean_train ‖(h − u)·NS‖. The full eigendecomposition and the residual-norm means for
 every ``dim`` are training statistics. Per cached feature tensor the projection onto *all*
 eigenvectors is done once and kept as suffix sums of its squares, so ‖(h − u)·NS_dim‖² is
-column ``dim`` of that table and a ``dim`` change costs O(N) instead of a GEMM (tensors too
-large for the memo's budget are projected afresh on each call).
+column ``dim`` of that table and a ``dim`` change costs O(N) instead of a GEMM. The table
+is built when a tensor is scored a second time; a one-off score (and a tensor too large
+for the memo's budget) is one GEMM onto NS_dim.
 """
 from __future__ import annotations
 
@@ -97,11 +98,14 @@ class ViMScorer(Scorer):
         features = feats.penultimate
         device = features.device
         origin = stats["vim_origin"].to(device=device, dtype=torch.float32)
-        if features.nelement() > _MEMO_MAX_ELEMENTS:
-            basis = stats["vim_eigenvectors"][:, dim:].to(device=device, dtype=torch.float32)
-            return vim_score(features, feats.logits, origin, basis, self.alpha(dim))
         eigenvectors = stats["vim_eigenvectors"].to(device=device, dtype=torch.float32)
-        # Keyed by the feature tensor; the logits are the same rows' (one FeatureSet).
-        energy, table = self._per_tensor.get(features, lambda f: (
-            torch.logsumexp(feats.logits.float(), dim=1), residual_sq_suffix(f, origin, eigenvectors)))
+        memo = None
+        if features.nelement() <= _MEMO_MAX_ELEMENTS:
+            # Keyed by the feature tensor; the logits are the same rows' (one FeatureSet).
+            memo = self._per_tensor.get(features, lambda f: (
+                torch.logsumexp(feats.logits.float(), dim=1), residual_sq_suffix(f, origin, eigenvectors)),
+                reused_only=True)
+        if memo is None:  # a one-off score (or a tensor too large to memoise): one GEMM onto NS
+            return vim_score(features, feats.logits, origin, eigenvectors[:, dim:], self.alpha(dim))
+        energy, table = memo
         return energy - self.alpha(dim) * table[:, dim].clamp_min(0).sqrt()

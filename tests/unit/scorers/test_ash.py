@@ -8,7 +8,7 @@ import torch
 
 from ood_core import stages
 from ood_core.scorers import create_scorer
-from ood_core.scorers.ash import MAX_SCALE_EXPONENT, ash_features, kept_count
+from ood_core.scorers.ash import MAX_SCALE_EXPONENT, VARIANTS, ash_features, kept_count
 from ood_core.scorers.base import FeatureSet, FitContext
 
 H = torch.arange(10.0, 0.0, -1.0).unsqueeze(0)  # [10, 9, ..., 1], s1 = 55
@@ -57,3 +57,28 @@ def test_ash_s_guards() -> None:
     assert torch.isfinite(shaped).all()
     assert shaped.max().item() == pytest.approx(math.exp(MAX_SCALE_EXPONENT), rel=1e-5)
     assert int((shaped > 0).sum()) == 1
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sparse_head_matches_the_dense_definition(variant: str) -> None:
+    """The sorted-rows CSR product (kept side, or everything minus the dropped side) against
+    ``ash_features(h) @ W.T + b`` at percentiles on both sides of D/2, on ReLU features with
+    many tied zeros and tied positive values, through one scorer (memoised sort)."""
+    gen = torch.Generator().manual_seed(0)
+    h = torch.relu(torch.randn(200, 37, generator=gen)).round(decimals=1)  # ties
+    weight, bias = torch.randn(6, 37, generator=gen), torch.randn(6, generator=gen)
+    scorer = create_scorer(f"ash-{variant}").fit(FitContext(weight, bias))
+    f = feats(h)
+    for percentile in (0.0, 10.0, 45.0, 50.0, 55.0, 90.0, 95.0, 99.9):
+        expected = ash_features(h, percentile, variant) @ weight.T + bias
+        got = scorer.modified_logits(f, percentile=percentile)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-3 if variant == "s" else 1e-4)
+
+
+def test_top_k_mask_breaks_ties_like_the_stable_sort() -> None:
+    from ood_core.scorers.ash import descending_ranks, top_k_mask
+
+    gen = torch.Generator().manual_seed(1)
+    h = torch.relu(torch.randn(300, 23, generator=gen)).round()  # mostly 0, 1 and 2: heavy ties
+    for k in (1, 3, 11, 22, 23):
+        assert torch.equal(top_k_mask(h, k), descending_ranks(h) < k)

@@ -151,3 +151,22 @@ def test_mismatched_contribution_shape_raises(toy) -> None:
     stats["class_contribution"] = stats["class_contribution"][:, :-1]
     with pytest.raises(OODLensError, match="class_contribution"):
         create_scorer("line").fit(FitContext(toy.ctx.head_weight, toy.ctx.head_bias, stats))
+
+
+def test_delta_moves_on_one_scorer_match_the_official_loop(monkeypatch) -> None:
+    """The memoised class-sorted rows, in small row chunks, for δ values that move many
+    samples' ĉ away from the unclipped prediction (the regrouped path) and back."""
+    monkeypatch.setattr(line_module, "ROW_CHUNK", 7)
+    ctx, feats = _random_case(6)
+    h, weight, bias = feats.penultimate, ctx.head_weight, ctx.head_bias
+    scorer = create_scorer("line").fit(ctx)
+    moved_counts = []
+    for delta in (0.2, 1.0, 0.05, 5.0, 0.2):
+        clipped_prediction = (h.clamp(max=delta) @ weight.T + bias).argmax(1)
+        moved = int((clipped_prediction != (h @ weight.T + bias).argmax(1)).sum())
+        expected = reference_line(h.double().numpy(), weight.double().numpy(), bias.double().numpy(),
+                                  ctx.stats["class_contribution"].double().numpy(), delta, 90.0, 90.0)
+        np.testing.assert_allclose(scorer.score(feats, delta=delta).numpy(), expected, rtol=1e-5, atol=1e-5,
+                                   err_msg=f"delta={delta} ({moved} samples change class under clipping)")
+        moved_counts.append(moved)
+    assert max(moved_counts) > 5  # the regrouped path ran

@@ -70,27 +70,52 @@ def top_k_mask(features: Tensor, k: int) -> Tensor:
     return kept
 
 
-def ash_features(features: Tensor, percentile: float, variant: str, ranks: Tensor | None = None) -> Tensor:
-    """Shaped features h' (N, D) float32 from h (N, D) for variant "p" | "b" | "s" (the
-    dense definition; a one-off score uses it, slider moves the sorted rows).
+def top_k_entries(features: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Each row's k largest entries, ties at the k-th value to the lower indices (the set of
+    :func:`top_k_mask`), as (columns (N, m) int64, values (N, m), kept (N, m) bool) with
+    m = k + 1 and exactly k kept per row: the extra entry is a column outside the set.
 
-    ``ranks``: :func:`descending_ranks` of ``features`` when already known."""
+    One ``topk`` of k + 1: where the (k + 1)-th value is below the k-th, the top k are
+    unambiguous; rows where the two are equal (ties across the boundary) take the stable
+    rule."""
+    n, d = features.shape
+    if k >= d:
+        columns = torch.arange(d, device=features.device).expand(n, d)
+        return columns, features, torch.ones_like(features, dtype=torch.bool)
+    values, columns = features.topk(k + 1, dim=1, sorted=False)
+    lowest = values.topk(2, dim=1, largest=False)  # the (k + 1)-th and the k-th values
+    kept = torch.ones_like(values, dtype=torch.bool).scatter_(1, lowest.indices[:, :1], False)
+    crowded = (lowest.values[:, 0] == lowest.values[:, 1]).nonzero().squeeze(1)
+    if crowded.numel():
+        rows = features[crowded]
+        mask = top_k_mask(rows, k)  # exactly k per row
+        outside = (~mask).to(torch.uint8).argmax(dim=1, keepdim=True)  # a column not kept
+        columns[crowded] = torch.cat([mask.nonzero()[:, 1].view(-1, k), outside], dim=1)
+        values[crowded] = rows.gather(1, columns[crowded])
+        kept[crowded] = torch.arange(k + 1, device=features.device) < k
+    return columns, values, kept
+
+
+def ash_features(features: Tensor, percentile: float, variant: str) -> Tensor:
+    """Shaped features h' (N, D) float32 from h (N, D) for variant "p" | "b" | "s" (the
+    dense definition; a one-off score uses it, slider moves the sorted rows)."""
     if variant not in VARIANTS:
         raise ValueError(f"ASH variant must be one of {list(VARIANTS)}, got {variant!r}")
     h = features.float()
     k = kept_count(h.shape[1], percentile)
-    kept = top_k_mask(h, k) if ranks is None else ranks < k
+    columns, values, kept = top_k_entries(h, k)
     zero = torch.zeros((), dtype=h.dtype, device=h.device)
-    pruned = torch.where(kept, h, zero)  # where, not h * kept: bool-float products are slow on CPU
-    if variant == "p":
-        return pruned
     total = h.sum(dim=1, keepdim=True)  # s1, before pruning
     if variant == "b":
-        return torch.where(kept, total / k, zero)
-    kept_sum = pruned.sum(dim=1, keepdim=True)  # s2
-    exponent = torch.where(kept_sum > 0, total / kept_sum.where(kept_sum > 0, torch.ones_like(kept_sum)),
-                           torch.zeros_like(kept_sum))
-    return pruned * exponent.clamp(max=MAX_SCALE_EXPONENT).exp()
+        values = torch.where(kept, total / k, zero)
+    else:
+        values = torch.where(kept, values, zero)
+    if variant == "s":
+        kept_sum = values.sum(dim=1, keepdim=True)  # s2
+        exponent = torch.where(kept_sum > 0, total / kept_sum.where(kept_sum > 0, torch.ones_like(kept_sum)),
+                               torch.zeros_like(kept_sum))
+        values = values * exponent.clamp(max=MAX_SCALE_EXPONENT).exp()
+    return torch.zeros_like(h).scatter_(1, columns, values)
 
 
 def ash_logits_direct(features: Tensor, percentile: float, variant: str, weight: Tensor, bias: Tensor) -> Tensor:

@@ -13,10 +13,10 @@ C[c] = W[c] ⊙ μ_c, the closed form of the code's Taylor/Shapley term):
 Batched per §3.10(e): samples are grouped by ĉ and each class present gets one GEMM with
 its effective weight W_eff^c = W ⊙ M_w^c ⊙ m_c[None, :], built on the fly (never a K×K×D
 tensor unless it is small). Masks are memoised per (p_a, p_w); a δ-only change rebuilds
-nothing. Per cached feature tensor the rows are kept once, sorted by the unclipped head's
-prediction (memoised): clipping rarely changes ĉ, so a slider move runs each class's GEMM
-on a contiguous block and regroups only the rows whose ĉ moved, instead of gathering
-every row into class groups again. Switches: ``use_ac`` off → δ = ∞; ``use_ap`` off → m = 1; ``use_wp`` off → M_w = 1.
+nothing. When a tensor is scored again (a slider move) its rows are kept, sorted by the
+unclipped head's prediction (memoised): clipping rarely changes ĉ, so a move runs each
+class's GEMM on a contiguous block and regroups only the rows whose ĉ moved, instead of
+gathering every row into class groups again. Switches: ``use_ac`` off → δ = ∞; ``use_ap`` off → m = 1; ``use_wp`` off → M_w = 1.
 With all three off LINe is Energy.
 """
 from __future__ import annotations
@@ -157,22 +157,21 @@ class LineScorer(ShapedHeadScorer):
         if not values["use_ap"] and not values["use_wp"]:  # no pruning: one dense head (AC only / Energy)
             return torch.addmm(bias, stages.clip_activations(h, self.clip_value(values)), weight.T)
         weight_of = self._class_weight_source(values["p_a"], values["p_w"], values["use_ap"], values["use_wp"])
-        rows = self._by_class.get(feats.penultimate, lambda f: class_sorted_rows(h, weight, bias))
         delta = self.clip_value(values)
+        rows = self._by_class.get(feats.penultimate, lambda f: class_sorted_rows(h, weight, bias), reused_only=True)
+        if rows is None:  # first score of this tensor: group its rows by ĉ directly
+            clipped = stages.clip_activations(h, delta)
+            return grouped_head(clipped, torch.addmm(bias, clipped, weight.T).argmax(dim=1), weight_of, bias)
         out = torch.empty(h.shape[0], weight.shape[0], dtype=torch.float32, device=h.device)
-        k = weight.shape[0]
-        both_bias = torch.cat([bias, bias])
         moved_rows: list[Tensor] = []
         moved_classes: list[Tensor] = []
         for c, (start, stop) in zip(rows.classes, rows.bounds):  # contiguous class blocks
-            # One GEMM gives the block's pruned logits and its full-head logits (for ĉ).
-            both = torch.cat([weight_of(c).to(h.device), weight]).T
+            weight_c = weight_of(c).to(h.device)
             for first in range(start, stop, ROW_CHUNK):
                 last = min(first + ROW_CHUNK, stop)
                 clipped = stages.clip_activations(rows.features[first:last], delta)
-                logits_both = torch.addmm(both_bias, clipped, both)
-                out[first:last] = logits_both[:, :k]
-                predicted = logits_both[:, k:].argmax(dim=1)
+                torch.addmm(bias, clipped, weight_c.T, out=out[first:last])
+                predicted = torch.addmm(bias, clipped, weight.T).argmax(dim=1)
                 moved = (predicted != c).nonzero().squeeze(1)  # clipping changed ĉ
                 if moved.numel():
                     moved_rows.append(first + moved)

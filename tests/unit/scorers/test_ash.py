@@ -76,9 +76,13 @@ def test_sparse_head_matches_the_dense_definition(variant: str) -> None:
 
 
 def test_top_k_mask_breaks_ties_like_the_stable_sort() -> None:
-    from ood_core.scorers.ash import descending_ranks, top_k_mask
+    from ood_core.scorers.ash import descending_ranks, top_k_entries, top_k_mask
 
     gen = torch.Generator().manual_seed(1)
     h = torch.relu(torch.randn(300, 23, generator=gen)).round()  # mostly 0, 1 and 2: heavy ties
     for k in (1, 3, 11, 22, 23):
-        assert torch.equal(top_k_mask(h, k), descending_ranks(h) < k)
+        expected = descending_ranks(h) < k
+        assert torch.equal(top_k_mask(h, k), expected)
+        columns, values, kept = top_k_entries(h, k)  # the (k + 1)-topk path, crowded rows included
+        assert torch.equal(torch.zeros_like(expected).scatter_(1, columns, kept), expected)
+        assert torch.equal(values, h.gather(1, columns)) and bool((kept.sum(1) == k).all())

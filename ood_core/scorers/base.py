@@ -308,6 +308,11 @@ class PerTensorMemo:
             self._remember(key, tensor, version, result, tensor_bytes(result))
         return result
 
+    def put(self, tensor: Tensor, result: Any) -> None:
+        """Replace what is memoised for ``tensor`` (a result refined by a later call)."""
+        with self._lock:
+            self._remember(id(tensor), tensor, self._version(tensor), result, tensor_bytes(result))
+
     def _remember(self, key: int, tensor: Tensor, version: int, result: Any, size: int) -> None:
         """Store an entry and evict the least recently used beyond the bounds (lock held)."""
         self._entries[key] = (self._weakref(tensor), version, result, size)

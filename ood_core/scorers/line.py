@@ -38,6 +38,8 @@ MAX_MEMOISED_EFFECTIVE_WEIGHT = 1 << 24
 # Rows per step of the slider path: temporaries of a few MB are reused by the allocator,
 # where whole-tensor ones (40 MB at CIFAR scale) are fresh pages, faulted in on every move.
 ROW_CHUNK = 4096
+# A slider move that finds more than this share of rows with a new ĉ regroups the rows.
+REGROUP_FRACTION = 0.01
 # Classes per chunk when computing the K thresholds τ_c (bounds a (G, K·D) temporary).
 TAU_CHUNK_ELEMENTS = 1 << 24
 
@@ -163,6 +165,7 @@ class LineScorer(ShapedHeadScorer):
             clipped = stages.clip_activations(h, delta)
             return grouped_head(clipped, torch.addmm(bias, clipped, weight.T).argmax(dim=1), weight_of, bias)
         out = torch.empty(h.shape[0], weight.shape[0], dtype=torch.float32, device=h.device)
+        predicted_sorted = torch.empty(h.shape[0], dtype=torch.int64, device=h.device)
         moved_rows: list[Tensor] = []
         moved_classes: list[Tensor] = []
         for c, (start, stop) in zip(rows.classes, rows.bounds):  # contiguous class blocks
@@ -172,6 +175,7 @@ class LineScorer(ShapedHeadScorer):
                 clipped = stages.clip_activations(rows.features[first:last], delta)
                 torch.addmm(bias, clipped, weight_c.T, out=out[first:last])
                 predicted = torch.addmm(bias, clipped, weight.T).argmax(dim=1)
+                predicted_sorted[first:last] = predicted
                 moved = (predicted != c).nonzero().squeeze(1)  # clipping changed ĉ
                 if moved.numel():
                     moved_rows.append(first + moved)
@@ -180,6 +184,9 @@ class LineScorer(ShapedHeadScorer):
             index = torch.cat(moved_rows)
             clipped = stages.clip_activations(rows.features[index], delta)
             out[index] = grouped_head(clipped, torch.cat(moved_classes), weight_of, bias)
+            if index.numel() > REGROUP_FRACTION * h.shape[0]:
+                # Regroup by ĉ at this δ: the next move (a nearby δ) then finds few rows moved.
+                self._by_class.put(feats.penultimate, regroup(rows, predicted_sorted))
         logits = torch.empty_like(out)
         logits[rows.order] = out  # back to the rows' own order
         return logits
@@ -202,12 +209,18 @@ class ClassSortedRows(NamedTuple):
 def class_sorted_rows(h: Tensor, weight: Tensor, bias: Tensor) -> ClassSortedRows:
     """h (N, D) float32 → :class:`ClassSortedRows` by argmax(W·h + b)."""
     predicted = torch.addmm(bias, h, weight.T).argmax(dim=1)
-    order = torch.argsort(predicted, stable=True)
-    group_class = predicted[order]
+    identity = torch.arange(h.shape[0], device=h.device)
+    return regroup(ClassSortedRows(identity, h, predicted, [], []), predicted)
+
+
+def regroup(rows: ClassSortedRows, predicted_sorted: Tensor) -> ClassSortedRows:
+    """``rows`` grouped again by ``predicted_sorted`` (N,) int64, a class per sorted row."""
+    permutation = torch.argsort(predicted_sorted, stable=True)
+    group_class = predicted_sorted[permutation]
     classes, counts = torch.unique_consecutive(group_class, return_counts=True)
     stops = counts.cumsum(0).tolist()
-    bounds = list(zip([0] + stops[:-1], stops))
-    return ClassSortedRows(order, h.index_select(0, order), group_class, classes.tolist(), bounds)
+    return ClassSortedRows(rows.order[permutation], rows.features.index_select(0, permutation), group_class,
+                           classes.tolist(), list(zip([0] + stops[:-1], stops)))
 
 
 def grouped_head(clipped: Tensor, predicted: Tensor, weight_of, bias: Tensor) -> Tensor:

@@ -96,35 +96,59 @@ def top_k_entries(features: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     return columns, values, kept
 
 
-def ash_features(features: Tensor, percentile: float, variant: str) -> Tensor:
-    """Shaped features h' (N, D) float32 from h (N, D) for variant "p" | "b" | "s" (the
-    dense definition; a one-off score uses it, slider moves the sorted rows)."""
+def _shaped_entries(h: Tensor, percentile: float, variant: str) -> tuple[Tensor, Tensor]:
+    """(columns (N, m) int64, values (N, m) float32): the nonzero entries of ASH(h) for
+    variant "p" | "b" | "s" — each row's top k, shaped — plus one zero-valued entry per row
+    (see :func:`top_k_entries`)."""
     if variant not in VARIANTS:
         raise ValueError(f"ASH variant must be one of {list(VARIANTS)}, got {variant!r}")
-    h = features.float()
     k = kept_count(h.shape[1], percentile)
     columns, values, kept = top_k_entries(h, k)
     zero = torch.zeros((), dtype=h.dtype, device=h.device)
+    if variant == "p":
+        return columns, torch.where(kept, values, zero)
     total = h.sum(dim=1, keepdim=True)  # s1, before pruning
     if variant == "b":
-        values = torch.where(kept, total / k, zero)
-    else:
-        values = torch.where(kept, values, zero)
-    if variant == "s":
-        kept_sum = values.sum(dim=1, keepdim=True)  # s2
-        exponent = torch.where(kept_sum > 0, total / kept_sum.where(kept_sum > 0, torch.ones_like(kept_sum)),
-                               torch.zeros_like(kept_sum))
-        values = values * exponent.clamp(max=MAX_SCALE_EXPONENT).exp()
+        return columns, torch.where(kept, total / k, zero)
+    values = torch.where(kept, values, zero)
+    kept_sum = values.sum(dim=1, keepdim=True)  # s2
+    exponent = torch.where(kept_sum > 0, total / kept_sum.where(kept_sum > 0, torch.ones_like(kept_sum)),
+                           torch.zeros_like(kept_sum))
+    return columns, values * exponent.clamp(max=MAX_SCALE_EXPONENT).exp()
+
+
+def ash_features(features: Tensor, percentile: float, variant: str) -> Tensor:
+    """Shaped features h' (N, D) float32 from h (N, D) for variant "p" | "b" | "s" (the
+    dense definition)."""
+    h = features.float()
+    columns, values = _shaped_entries(h, percentile, variant)
     return torch.zeros_like(h).scatter_(1, columns, values)
 
 
+def _csr_times_weight(columns: Tensor, values: Tensor, d: int, weight: Tensor) -> Tensor:
+    """(N, K) Σ_j values[n, j] · W[:, columns[n, j]]: a CSR matrix with the same number of
+    entries per row, times Wᵀ (reads N·m entries instead of a dense N×D matrix)."""
+    n, width = columns.shape
+    if width == 0:
+        return weight.new_zeros(n, weight.shape[0])
+    # contiguous(): a one-column slice reshapes to a strided view, which the kernel misreads
+    flat_columns = columns.to(torch.int32).contiguous().view(-1)
+    flat_values = values.contiguous().view(-1)
+    crow = torch.arange(0, n * width + 1, width, dtype=torch.int32, device=weight.device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product is exact
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = torch.sparse_csr_tensor(crow, flat_columns, flat_values, size=(n, d), check_invariants=False)
+        return matrix @ weight.T
+
+
 def ash_logits_direct(features: Tensor, percentile: float, variant: str, weight: Tensor, bias: Tensor) -> Tensor:
-    """(N, K) W·ASH(h) + b by the dense definition, in row chunks (temporaries of a few MB
-    are reused by the allocator; whole-tensor ones are fresh pages on every call)."""
+    """(N, K) W·ASH(h) + b for a one-off score: each row's shaped top-k entries as a sparse
+    product with Wᵀ, in row chunks (temporaries of a few MB are reused by the allocator)."""
     out = torch.empty(features.shape[0], weight.shape[0], dtype=torch.float32, device=features.device)
     for start in range(0, features.shape[0], ROW_CHUNK):
         stop = min(start + ROW_CHUNK, features.shape[0])
-        torch.addmm(bias, ash_features(features[start:stop], percentile, variant), weight.T, out=out[start:stop])
+        columns, values = _shaped_entries(features[start:stop].float(), percentile, variant)
+        out[start:stop] = _csr_times_weight(columns, values, features.shape[1], weight) + bias
     return out
 
 
@@ -149,21 +173,10 @@ def sort_rows(features: Tensor, weight: Tensor) -> SortedRows:
 
 def _rows_times_weight(rows: SortedRows, start: int, stop: int, weight: Tensor, ones: bool) -> Tensor:
     """(N, K) Σ_{start ≤ r < stop} x_r · W[:, col_r] over each row's sorted places r, with
-    x = the sorted values (or 1 when ``ones``): a CSR matrix with stop − start entries per
-    row times Wᵀ."""
-    n, d = rows.values.shape
-    width = stop - start
-    if width <= 0:
-        return rows.product.new_zeros(n, weight.shape[0])
-    # contiguous(): a one-column slice reshapes to a strided view, which the kernel misreads
-    columns = rows.columns[:, start:stop].contiguous().view(-1)
-    values = (torch.ones(n * width, device=weight.device) if ones
-              else rows.values[:, start:stop].contiguous().view(-1))
-    crow = torch.arange(0, n * width + 1, width, dtype=torch.int32, device=weight.device)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product is exact
-        warnings.simplefilter("ignore", UserWarning)
-        matrix = torch.sparse_csr_tensor(crow, columns, values, size=(n, d), check_invariants=False)
-        return matrix @ weight.T
+    x = the sorted values (or 1 when ``ones``)."""
+    values = rows.values[:, start:stop]
+    return _csr_times_weight(rows.columns[:, start:stop], torch.ones_like(values) if ones else values,
+                             rows.values.shape[1], weight)
 
 
 def ash_head_logits(rows: SortedRows, percentile: float, variant: str, weight: Tensor, bias: Tensor) -> Tensor:

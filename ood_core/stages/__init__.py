@@ -12,6 +12,8 @@ from torch import Tensor
 
 def energy(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Negative free energy ``T·LSE(z/T)``: (N, K) → (N,). Higher = more ID (Liu et al. 2020)."""
+    if temperature == 1.0:  # skip two passes over (N, K): the common case of every energy-based method
+        return torch.logsumexp(logits, dim=-1)
     return temperature * torch.logsumexp(logits / temperature, dim=-1)
 
 

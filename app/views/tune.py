@@ -53,11 +53,13 @@ def live_panel(bench, method: str, oods: tuple[str, ...]) -> None:
     cols[2].metric("ID accuracy of the head", _pct(result.id_accuracy),
                    f"{100 * (result.id_accuracy - result.base_id_accuracy):+.2f} pt vs the unmodified model")
     if reference is not None:
-        cols[3].metric(f"FPR95 vs {REFERENCE}", _pct(average.fpr95),
-                       f"{100 * (average.fpr95 - reference.average.fpr95):+.2f} pt", delta_color="inverse")
+        cols[3].metric(f"Δ FPR95 vs {resources.method_title(REFERENCE)}",
+                       f"{100 * (average.fpr95 - reference.average.fpr95):+.2f} pt",
+                       f"{resources.method_title(REFERENCE)}: {_pct(reference.average.fpr95)}", delta_color="off",
+                       delta_arrow="off")
     rows = {name: {"FPR95": 100 * m.fpr95, "AUROC": 100 * m.auroc,
                    "Δ FPR95 vs defaults": 100 * (m.fpr95 - default.metrics[name].fpr95),
-                   **({f"Δ FPR95 vs {REFERENCE}": 100 * (m.fpr95 - reference.metrics[name].fpr95)}
+                   **({f"Δ FPR95 vs {resources.method_title(REFERENCE)}": 100 * (m.fpr95 - reference.metrics[name].fpr95)}
                       if reference is not None else {})}
             for name, m in result.metrics.items()}
     st.dataframe(pd.DataFrame.from_dict(rows, orient="index").round(2), key="tune_table", width="stretch")

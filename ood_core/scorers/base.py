@@ -262,7 +262,7 @@ class PerTensorMemo:
     """A few results keyed by the identity of an input tensor (a cached feature set).
 
     Sliders re-score the same cached tensors many times; work that depends on the tensor but
-    not on a hyperparameter (KNN's similarity search, ASH's per-row ranking, Mahalanobis's
+    not on a hyperparameter (KNN's similarity search, ASH's per-row sort, Mahalanobis's
     whitening) is done once per tensor. An entry is used only while the very tensor is
     alive (weakref) and unmodified (in-place version counter; inference tensors have none
     and cannot be modified in place), so a freed tensor's reused id never hits.

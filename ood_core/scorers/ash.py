@@ -12,8 +12,10 @@ Wᵀ — or, when k > D/2, the full product minus that of the D − k dropped en
 slider move reads N·min(k, D − k) entries instead of building a dense N×D matrix (10× less
 work at the default p = 90). Ties at the k-th place go to the lower index (the official
 code leaves them to ``topk``'s order; it matters only for ASH-B on rows with fewer than k
-positive entries). A tensor's first score takes the dense definition (:func:`ash_features`,
-a ``topk`` per row, no sort); the sort is made when the same tensor is scored again.
+positive entries). A tensor's first score takes a top-(k + 1) per row instead of a sort
+(:func:`top_k_entries`) and the same kind of sparse product; the sort is made when the
+same tensor is scored again. :func:`ash_features` builds the dense shaped vector (the
+definition; the tests compare both paths with it).
 
 Guards (documented deviations, inactive on ReLU features at the paper's percentiles):
   * k is at least 1 (``p`` close to 100 on small D would otherwise keep nothing);
@@ -36,7 +38,7 @@ from ood_core.scorers import register_scorer
 from ood_core.scorers.base import FeatureSet, Param, PerTensorMemo, ShapedHeadScorer
 
 MAX_SCALE_EXPONENT = 40.0
-ROW_CHUNK = 4096  # rows per step of a one-off (dense) score
+ROW_CHUNK = 4096  # rows per step of a one-off score
 _SETTINGS_KEPT = 8  # shaped-head logits kept per cached feature tensor
 VARIANTS = ("p", "b", "s")
 
@@ -48,7 +50,7 @@ def kept_count(feature_dim: int, percentile: float) -> int:
 
 def descending_ranks(features: Tensor) -> Tensor:
     """(N, D) int16 (int32 for D ≥ 2¹⁵): each entry's place in its row sorted descending
-    (ties: lower index first). The narrow type makes the per-percentile mask cheap."""
+    (ties: lower index first) — the tie rule written plainly, the reference of the tests."""
     order = features.argsort(dim=1, descending=True, stable=True)
     places = torch.arange(features.shape[1], device=features.device).expand_as(order)
     ranks = torch.empty_like(order).scatter_(1, order, places)

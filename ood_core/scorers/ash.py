@@ -238,7 +238,9 @@ class AshScorer(ShapedHeadScorer):
         weight = ctx.head_weight.to(features.device, torch.float32)
         bias = ctx.head_bias.to(features.device, torch.float32)
         key = (float(hp["percentile"]), str(hp["variant"]))
-        memo = self._per_tensor.get(features, lambda f: (sort_rows(f, weight), {}), reused_only=True)
+        n, d = features.shape
+        memo = self._per_tensor.get(features, lambda f: (sort_rows(f, weight), {}), reused_only=True,
+                                    expected_bytes=n * d * 8 + n * weight.shape[0] * 4)
         if memo is None:  # first score of this tensor: the dense definition, no sort
             return ash_logits_direct(features, key[0], key[1], weight, bias)
         rows, logits_by_setting = memo

@@ -287,12 +287,16 @@ class PerTensorMemo:
     def _version(tensor: Tensor) -> int:
         return -1 if tensor.is_inference() else tensor._version
 
-    def get(self, tensor: Tensor, compute, reused_only: bool = False) -> Any:
+    def get(self, tensor: Tensor, compute, reused_only: bool = False, expected_bytes: int = 0) -> Any:
         """``compute(tensor)``, memoised for this tensor.
 
         ``reused_only``: return None the first time a tensor is seen (remembering only that it
         was), so a one-off score takes the caller's direct path and the memo is built when
-        the tensor is scored again (a slider move)."""
+        the tensor is scored again (a slider move). ``expected_bytes``: the result's size;
+        above half of ``max_bytes`` nothing is computed and None is returned (such results
+        would evict each other on every call: the caller's direct path is cheaper)."""
+        if reused_only and expected_bytes > self.max_bytes // 2:
+            return None
         key, version = id(tensor), self._version(tensor)
         with self._lock:
             hit = self._entries.get(key)

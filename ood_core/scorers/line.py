@@ -160,7 +160,8 @@ class LineScorer(ShapedHeadScorer):
             return torch.addmm(bias, stages.clip_activations(h, self.clip_value(values)), weight.T)
         weight_of = self._class_weight_source(values["p_a"], values["p_w"], values["use_ap"], values["use_wp"])
         delta = self.clip_value(values)
-        rows = self._by_class.get(feats.penultimate, lambda f: class_sorted_rows(h, weight, bias), reused_only=True)
+        rows = self._by_class.get(feats.penultimate, lambda f: class_sorted_rows(h, weight, bias), reused_only=True,
+                                  expected_bytes=h.shape[0] * (h.shape[1] * 4 + 16))
         if rows is None:  # first score of this tensor: group its rows by ĉ directly
             clipped = stages.clip_activations(h, delta)
             return grouped_head(clipped, torch.addmm(bias, clipped, weight.T).argmax(dim=1), weight_of, bias)

@@ -34,10 +34,6 @@ def default_principal_dim(feature_dim: int) -> int:
     return max(1, feature_dim // 2)
 
 
-# Above this many elements (N·D) a tensor's suffix table is not memoised (1 GiB of float32).
-_MEMO_MAX_ELEMENTS = 1 << 28
-
-
 def residual_sq_suffix(features: Tensor, origin: Tensor, eigenvectors: Tensor) -> Tensor:
     """features (N, D), origin u (D,), eigenvectors (D, D) by descending eigenvalue →
     (N, D + 1) float32 table T with T[:, j] = Σ_{i ≥ j} ((h − u)·v_i)², i.e. the squared
@@ -99,12 +95,11 @@ class ViMScorer(Scorer):
         device = features.device
         origin = stats["vim_origin"].to(device=device, dtype=torch.float32)
         eigenvectors = stats["vim_eigenvectors"].to(device=device, dtype=torch.float32)
-        memo = None
-        if features.nelement() <= _MEMO_MAX_ELEMENTS:
-            # Keyed by the feature tensor; the logits are the same rows' (one FeatureSet).
-            memo = self._per_tensor.get(features, lambda f: (
-                torch.logsumexp(feats.logits.float(), dim=1), residual_sq_suffix(f, origin, eigenvectors)),
-                reused_only=True)
+        n, d = features.shape
+        # Keyed by the feature tensor; the logits are the same rows' (one FeatureSet).
+        memo = self._per_tensor.get(features, lambda f: (
+            torch.logsumexp(feats.logits.float(), dim=1), residual_sq_suffix(f, origin, eigenvectors)),
+            reused_only=True, expected_bytes=n * (d + 2) * 4)
         if memo is None:  # a one-off score (or a tensor too large to memoise): one GEMM onto NS
             return vim_score(features, feats.logits, origin, eigenvectors[:, dim:], self.alpha(dim))
         energy, table = memo

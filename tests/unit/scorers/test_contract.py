@@ -202,3 +202,7 @@ def test_per_tensor_memo_byte_bound_and_reused_only() -> None:
     assert once.get(x, compute, reused_only=True) is None and len(calls) == 4
     assert torch.equal(once.get(x, compute, reused_only=True), x * 2) and len(calls) == 5
     assert torch.equal(once.get(x, compute, reused_only=True), x * 2) and len(calls) == 5
+    # a result larger than half the byte bound is never computed: the caller goes direct
+    small = PerTensorMemo(max_bytes=100)
+    assert all(small.get(x, compute, reused_only=True, expected_bytes=51) is None for _ in range(3))
+    assert len(calls) == 5

@@ -61,7 +61,8 @@ def test_dim_moves_on_one_scorer_match_the_direct_projection(toy, monkeypatch: p
     feats = toy.ood_feats
     d = feats.penultimate.shape[1]
     memoised = {dim: scorer.score(feats, dim=dim) for dim in (1, 3, 16, d - 1, 3)}
-    monkeypatch.setattr(vim, "_MEMO_MAX_ELEMENTS", 0)
+    scorer._per_tensor.clear()
+    monkeypatch.setattr(scorer._per_tensor, "max_bytes", 0)  # too large for the memo: the direct path
     for dim, scores in memoised.items():
         direct = vim.vim_score(feats.penultimate, feats.logits, stats["vim_origin"].float(),
                                stats["vim_eigenvectors"][:, dim:].float(), scorer.alpha(dim))

@@ -194,7 +194,8 @@ class LineScorer(ShapedHeadScorer):
 
 
 class ClassSortedRows(NamedTuple):
-    """A feature tensor's rows grouped by the unclipped head's prediction (memoised).
+    """A feature tensor's rows grouped by a predicted class (memoised): first the unclipped
+    head's ĉ, then, after a move that changed many, ĉ at that move's δ.
 
     order (N,) int64: row index in the grouping; features (N, D) float32 = h[order];
     group_class (N,) int64: each sorted row's group; classes / bounds: the groups present

@@ -33,7 +33,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ood_core import stages
 from ood_core.scorers import register_scorer
 from ood_core.scorers.base import FeatureSet, Param, PerTensorMemo, ShapedHeadScorer
 

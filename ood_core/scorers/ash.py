@@ -56,6 +56,14 @@ def descending_ranks(features: Tensor) -> Tensor:
     return ranks.to(torch.int16 if features.shape[1] < 2 ** 15 else torch.int32)
 
 
+def ash_s_scale(total: Tensor, kept_sum: Tensor) -> Tensor:
+    """ASH-S's factor exp(s1/s2) from s1 = ``total`` and s2 = ``kept_sum`` (N, 1), with the
+    module's guards: 1 where s2 ≤ 0, the exponent capped at ``MAX_SCALE_EXPONENT``."""
+    exponent = torch.where(kept_sum > 0, total / kept_sum.where(kept_sum > 0, torch.ones_like(kept_sum)),
+                           torch.zeros_like(kept_sum))
+    return exponent.clamp(max=MAX_SCALE_EXPONENT).exp()
+
+
 def top_k_mask(features: Tensor, k: int) -> Tensor:
     """(N, D) bool: each row's k largest entries, ties at the k-th value to the lower
     indices — the same set as ``descending_ranks(features) < k`` without a full sort (one
@@ -112,10 +120,7 @@ def _shaped_entries(h: Tensor, percentile: float, variant: str) -> tuple[Tensor,
     if variant == "b":
         return columns, torch.where(kept, total / k, zero)
     values = torch.where(kept, values, zero)
-    kept_sum = values.sum(dim=1, keepdim=True)  # s2
-    exponent = torch.where(kept_sum > 0, total / kept_sum.where(kept_sum > 0, torch.ones_like(kept_sum)),
-                           torch.zeros_like(kept_sum))
-    return columns, values * exponent.clamp(max=MAX_SCALE_EXPONENT).exp()
+    return columns, values * ash_s_scale(total, values.sum(dim=1, keepdim=True))
 
 
 def ash_features(features: Tensor, percentile: float, variant: str) -> Tensor:
@@ -200,9 +205,7 @@ def ash_head_logits(rows: SortedRows, percentile: float, variant: str, weight: T
         return kept_head + bias
     if variant == "b":
         return (rows.total / k) * kept_head + bias
-    exponent = torch.where(kept_sum > 0, rows.total / kept_sum.where(kept_sum > 0, torch.ones_like(kept_sum)),
-                           torch.zeros_like(kept_sum))
-    return exponent.clamp(max=MAX_SCALE_EXPONENT).exp() * kept_head + bias
+    return ash_s_scale(rows.total, kept_sum) * kept_head + bias
 
 
 class AshScorer(ShapedHeadScorer):
@@ -240,7 +243,7 @@ class AshScorer(ShapedHeadScorer):
         n, d = features.shape
         memo = self._per_tensor.get(features, lambda f: (sort_rows(f, weight), {}), reused_only=True,
                                     expected_bytes=n * d * 8 + n * weight.shape[0] * 4)
-        if memo is None:  # first score of this tensor: the dense definition, no sort
+        if memo is None:  # first score of this tensor: a top-(k + 1) per row, no sort
             return ash_logits_direct(features, key[0], key[1], weight, bias)
         rows, logits_by_setting = memo
         logits = logits_by_setting.get(key)

@@ -237,7 +237,7 @@ class ShapedHeadScorer(Scorer):
 
     def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """(N,) float32 S = LSE of the modified head's logits."""
-        return stages.energy(self.modified_logits(feats, **hparams)).float()
+        return self.score_with_logits(feats, **hparams)[0]
 
     def score_with_logits(self, feats: FeatureSet, **hparams: Any) -> tuple[Tensor, Tensor]:
         logits = self.modified_logits(feats, **hparams)

@@ -13,10 +13,11 @@ C[c] = W[c] ⊙ μ_c, the closed form of the code's Taylor/Shapley term):
 Batched per §3.10(e): samples are grouped by ĉ and each class present gets one GEMM with
 its effective weight W_eff^c = W ⊙ M_w^c ⊙ m_c[None, :], built on the fly (never a K×K×D
 tensor unless it is small). Masks are memoised per (p_a, p_w); a δ-only change rebuilds
-nothing. When a tensor is scored again (a slider move) its rows are kept, sorted by the
-unclipped head's prediction (memoised): clipping rarely changes ĉ, so a move runs each
-class's GEMM on a contiguous block and regroups only the rows whose ĉ moved, instead of
-gathering every row into class groups again. Switches: ``use_ac`` off → δ = ∞; ``use_ap`` off → m = 1; ``use_wp`` off → M_w = 1.
+nothing. When a tensor is scored again (a slider move) its rows are kept grouped by ĉ
+(memoised; first the unclipped head's, then ĉ at the last δ that moved many rows):
+clipping rarely changes ĉ, so a move runs each class's GEMM on a contiguous block and
+regroups only the rows whose ĉ moved, instead of gathering every row into class groups
+again. Switches: ``use_ac`` off → δ = ∞; ``use_ap`` off → m = 1; ``use_wp`` off → M_w = 1.
 With all three off LINe is Energy.
 """
 from __future__ import annotations
@@ -73,6 +74,10 @@ class LineScorer(ShapedHeadScorer):
               help="Keep only the predicted class's important weights; off keeps every weight."),
     )
 
+    def __init__(self, **default_overrides: Any) -> None:
+        super().__init__(**default_overrides)
+        self._by_class = PerTensorMemo()  # features → ClassSortedRows
+
     def fit(self, ctx: FitContext) -> "LineScorer":
         super().fit(ctx)
         contribution = ctx.stats["class_contribution"].float()
@@ -86,10 +91,6 @@ class LineScorer(ShapedHeadScorer):
         self._weight_thresholds: dict[float, Tensor] = {}  # p_w → (K,) τ_c
         self._effective_weights: dict[tuple, Tensor] = {}  # (p_a, p_w, use_ap, use_wp) → (K, K, D)
         return self
-
-    def __init__(self, **default_overrides: Any) -> None:
-        super().__init__(**default_overrides)
-        self._by_class = PerTensorMemo()  # features → ClassSortedRows
 
     # -- masks (memoised, on the fit device) --------------------------------------
     def activation_mask(self, p_a: float) -> Tensor:
@@ -215,23 +216,29 @@ def class_sorted_rows(h: Tensor, weight: Tensor, bias: Tensor) -> ClassSortedRow
     return regroup(ClassSortedRows(identity, h, predicted, [], []), predicted)
 
 
+def class_groups(predicted: Tensor) -> tuple[Tensor, list[int], list[tuple[int, int]]]:
+    """predicted (N,) int64 → (order (N,) int64 sorting the rows by class (stable), the
+    classes present, and each one's [start, stop) range in that order)."""
+    order = torch.argsort(predicted, stable=True)
+    classes, counts = torch.unique_consecutive(predicted[order], return_counts=True)
+    stops = counts.cumsum(0).tolist()
+    return order, classes.tolist(), list(zip([0] + stops[:-1], stops))
+
+
 def regroup(rows: ClassSortedRows, predicted_sorted: Tensor) -> ClassSortedRows:
     """``rows`` grouped again by ``predicted_sorted`` (N,) int64, a class per sorted row."""
-    permutation = torch.argsort(predicted_sorted, stable=True)
-    group_class = predicted_sorted[permutation]
-    classes, counts = torch.unique_consecutive(group_class, return_counts=True)
-    stops = counts.cumsum(0).tolist()
-    return ClassSortedRows(rows.order[permutation], rows.features.index_select(0, permutation), group_class,
-                           classes.tolist(), list(zip([0] + stops[:-1], stops)))
+    permutation, classes, bounds = class_groups(predicted_sorted)
+    return ClassSortedRows(rows.order[permutation], rows.features.index_select(0, permutation),
+                           predicted_sorted[permutation], classes, bounds)
 
 
 def grouped_head(clipped: Tensor, predicted: Tensor, weight_of, bias: Tensor) -> Tensor:
     """(M, K) logits of rows ``clipped`` (M, D) through their own class's effective weight
     ``weight_of(ĉ)`` (K, D): a sort by ĉ, then one GEMM per class present."""
-    order = torch.argsort(predicted, stable=True)
-    classes, counts = torch.unique_consecutive(predicted[order], return_counts=True)
+    order, classes, bounds = class_groups(predicted)
     logits = torch.empty(clipped.shape[0], bias.shape[0], dtype=torch.float32, device=clipped.device)
-    for c, rows in zip(classes.tolist(), torch.split(order, counts.tolist())):
+    for c, (start, stop) in zip(classes, bounds):
+        rows = order[start:stop]
         logits[rows] = torch.addmm(bias, clipped[rows], weight_of(c).to(clipped.device).T)
     return logits
 

@@ -5,7 +5,7 @@ The model runs **once** on the transformed image; the result becomes a one-row
 ODIN ε grid and perturbation is available, ODIN logits), and every fitted scorer scores
 that row. Each score is placed among the method's ID-test scores (its percentile) and
 judged at the 95 %-TPR threshold of those scores (the same threshold FPR95 uses:
-``score > threshold`` → ID).
+``score ≥ threshold`` → ID).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class MethodVerdict:
     """One method's judgement of the image.
 
     score: the method's score (higher = more ID); percentile: share (0–100) of ID-test
-    scores ≤ score; threshold: the 95 %-TPR threshold; is_id: ``score > threshold``.
+    scores ≤ score; threshold: the 95 %-TPR threshold; is_id: ``score ≥ threshold``.
     """
 
     method: str
@@ -123,7 +123,7 @@ def verdict_of(method: str, score: float, id_scores: Tensor) -> MethodVerdict:
     rank = torch.searchsorted(ordered, torch.tensor([score], dtype=torch.float64, device=ordered.device), right=True)
     threshold = metrics.threshold_at_95_tpr(ordered)
     return MethodVerdict(method=method, score=float(score), percentile=100.0 * float(rank) / ordered.numel(),
-                         threshold=threshold, is_id=bool(score > threshold))
+                         threshold=threshold, is_id=bool(score >= threshold))
 
 
 def inspect_image(

@@ -1,7 +1,12 @@
-"""OOD metrics with ID as the positive class (the papers' convention, methods.md §0).
+"""OOD metrics with ID as the positive class (the papers' convention).
 
-* ``fpr_at_95_tpr``: thr = ID_sorted_ascending[round(0.05·N_id)]; FPR = mean(OOD > thr).
-  The OOD-positive variant that pytorch-ood / OpenOOD report is ``fpr_at_95_tpr_ood_positive``.
+* ``fpr_at_95_tpr``: a sample is accepted as ID when its score is ≥ t, t the *highest*
+  threshold that accepts at least 95 % of the ID samples; FPR95 = share of OOD samples
+  with score ≥ t. With continuous scores this is the official DICE / ReAct / LINe formula
+  (thr = ID_sorted[round(0.05·N)], mean(OOD > thr)); unlike it, ties cannot fake a perfect
+  score: when every score is equal, every OOD sample is accepted (FPR95 = 100 %).
+  The OOD-positive variant that pytorch-ood / OpenOOD report is ``fpr_at_95_tpr_ood_positive``
+  (same rule, roles and signs swapped).
 * ``auroc``: P(ID > OOD) + ½·P(ID = OOD), i.e. the rank-sum with average ranks for ties
   (identical to sklearn's ``roc_auc_score``).
 * ``aupr_in`` / ``aupr_out``: average precision with ID / OOD as positive (sklearn's
@@ -10,6 +15,7 @@
 All functions take 1-D score tensors or arrays (any float dtype, any device; higher = more
 ID) and compute on the host in float64 with numpy sorts and ``searchsorted``;
 ``evaluate_many`` sorts the ID scores once for several OOD sets (the app's slider path).
+Non-finite scores (NaN, ±inf) are never ranked: they raise :class:`NonFiniteScoresError`.
 """
 from __future__ import annotations
 
@@ -20,35 +26,54 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ood_core.registry import OODLensError
+
 TPR_LEVEL = 0.95
 
 
-def _as_array(scores: Tensor | np.ndarray) -> np.ndarray:
-    """A float64 1-D numpy copy on the host (metrics are O(N log N) sorts: numpy's are faster)."""
+class NonFiniteScoresError(OODLensError, ValueError):
+    """Scores hold NaN or ±inf: a method at this setting produced no usable ranking."""
+
+
+def _as_array(scores: Tensor | np.ndarray, what: str = "scores") -> np.ndarray:
+    """A float64 1-D numpy copy on the host (metrics are O(N log N) sorts: numpy's are faster);
+    :class:`NonFiniteScoresError` when any value is NaN or ±inf."""
     if isinstance(scores, Tensor):
         scores = scores.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(scores, dtype=np.float64).reshape(-1)
+    array = np.asarray(scores, dtype=np.float64).reshape(-1)
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - finite.sum())
+        raise NonFiniteScoresError(f"{bad} non-finite {what} (NaN or ±inf) among {array.size}; "
+                                   "they cannot be ranked")
+    return array
 
 
-def _threshold_of_sorted(id_sorted: np.ndarray) -> float:
-    index = min(int(round((1 - TPR_LEVEL) * id_sorted.size)), id_sorted.size - 1)
-    return float(id_sorted[index])
+def _accept_count(n: int) -> int:
+    """How many of ``n`` positives a 95 %-TPR threshold must accept: ⌈0.95·n⌉ (at least 1)."""
+    return max(1, int(np.ceil(TPR_LEVEL * n - 1e-9)))  # 1e-9: 0.95·20 must give 19, not 20
+
+
+def _threshold_of_sorted(positives_sorted: np.ndarray) -> float:
+    """The highest t with #{positives ≥ t} ≥ ⌈0.95·n⌉, from the ascending sort: the
+    ⌈0.95·n⌉-th largest positive (any higher t accepts fewer, ties included)."""
+    return float(positives_sorted[positives_sorted.size - _accept_count(positives_sorted.size)])
 
 
 def threshold_at_95_tpr(id_scores: Tensor | np.ndarray) -> float:
-    """Score threshold that keeps 95 % of ID samples (those strictly above it)."""
-    return _threshold_of_sorted(np.sort(_as_array(id_scores)))
+    """The highest score threshold t that accepts (score ≥ t) at least 95 % of ID samples."""
+    return _threshold_of_sorted(np.sort(_as_array(id_scores, "ID scores")))
 
 
 def fpr_at_95_tpr(id_scores: Tensor | np.ndarray, ood_scores: Tensor | np.ndarray) -> float:
-    """Share of OOD samples scored strictly above the 95 %-TPR threshold (ID positive)."""
-    return float((_as_array(ood_scores) > threshold_at_95_tpr(id_scores)).mean())
+    """Share of OOD samples accepted (score ≥ t) at the 95 %-TPR threshold t (ID positive)."""
+    return evaluate(id_scores, ood_scores).fpr95
 
 
 def fpr_at_95_tpr_ood_positive(id_scores: Tensor | np.ndarray, ood_scores: Tensor | np.ndarray) -> float:
     """pytorch-ood / OpenOOD convention: OOD positive (score = −ours); share of ID flagged
-    as OOD at the threshold that flags 95 % of OOD samples."""
-    return fpr_at_95_tpr(-_as_array(ood_scores), -_as_array(id_scores))
+    as OOD (−score ≥ t') at the highest t' that flags at least 95 % of OOD samples."""
+    return evaluate(id_scores, ood_scores).fpr95_ood_positive
 
 
 def auroc(id_scores: Tensor | np.ndarray, ood_scores: Tensor | np.ndarray) -> float:
@@ -69,7 +94,11 @@ def aupr_out(id_scores: Tensor | np.ndarray, ood_scores: Tensor | np.ndarray) ->
 
 @dataclass(frozen=True)
 class OODMetrics:
-    """Metrics of one method on one (ID, OOD) pair; rates as fractions in [0, 1]."""
+    """Metrics of one method on one (ID, OOD) pair; rates as fractions in [0, 1].
+
+    threshold: the 95 %-TPR threshold t on the score (a sample is accepted as ID when
+    score ≥ t); fpr95_ood_positive: FPR95 with OOD as the positive class.
+    """
 
     fpr95: float
     auroc: float
@@ -115,27 +144,67 @@ def _evaluate_sorted(id_sorted: np.ndarray, ood: np.ndarray) -> "OODMetrics":
     # AP with OOD positive on −score: thresholds d_i ascending, predicted positive = score ≤ d_i.
     aupr_out_value = float((np.diff(ood_at_or_below / n_ood, prepend=0.0)
                             * ood_at_or_below / (ood_at_or_below + id_at_or_below)).sum())
-    negated_id, negated_ood = -id_sorted[::-1], -ood_sorted[::-1]  # ascending sorts of −score
+    # OOD-positive: on −score, t' = the ⌈0.95·N_ood⌉-th largest −OOD score, i.e. flag score ≤ s*
+    # with s* the ⌈0.95·N_ood⌉-th smallest OOD score; FPR = share of ID with score ≤ s*.
+    ood_cut = ood_sorted[_accept_count(n_ood) - 1]
+    id_flagged = np.searchsorted(id_sorted, ood_cut, side="right")
+    ood_accepted = n_ood - np.searchsorted(ood_sorted, threshold, side="left")
     return OODMetrics(
-        fpr95=float((ood_sorted > threshold).mean()),
+        fpr95=float(ood_accepted / n_ood),
         auroc=auroc_value,
         aupr_in=aupr_in_value,
         aupr_out=aupr_out_value,
         threshold=threshold,
-        fpr95_ood_positive=float((negated_id > _threshold_of_sorted(negated_ood)).mean()),
+        fpr95_ood_positive=float(id_flagged / n_id),
     )
 
 
 def evaluate(id_scores: Tensor | np.ndarray, ood_scores: Tensor | np.ndarray) -> "OODMetrics":
     """Every metric for one OOD set."""
-    return _evaluate_sorted(np.sort(_as_array(id_scores)), _as_array(ood_scores))
+    return _evaluate_sorted(np.sort(_as_array(id_scores, "ID scores")), _as_array(ood_scores, "OOD scores"))
 
 
 def evaluate_many(id_scores: Tensor | np.ndarray,
                   ood_scores: Mapping[str, Tensor | np.ndarray]) -> dict[str, "OODMetrics"]:
     """Every metric for several OOD sets against one ID set, sorting the ID scores once."""
-    id_sorted = np.sort(_as_array(id_scores))
-    return {name: _evaluate_sorted(id_sorted, _as_array(scores)) for name, scores in ood_scores.items()}
+    id_sorted = np.sort(_as_array(id_scores, "ID scores"))
+    return {name: _evaluate_sorted(id_sorted, _as_array(scores, f"OOD scores of {name}"))
+            for name, scores in ood_scores.items()}
+
+
+# A setting is degenerate (named, never ranked as a win) when its ID scores have collapsed onto
+# a few values, when ties at the threshold push the operating point well above 95 % TPR, or
+# when the head it scores with has fallen to near chance.
+COLLAPSE_SHARE = 0.05   # fewer distinct ID scores than 5 % of N (at least 2)
+TIE_EXCESS_SHARE = 0.025  # ties make the threshold accept more than 2.5 % of N beyond the 95 %
+CHANCE_MARGIN = 0.1     # head accuracy within 10 % of the way from chance to the model's own
+
+
+def degenerate_reasons(id_scores: Tensor | np.ndarray, *, id_accuracy: float | None = None,
+                       base_accuracy: float | None = None, num_classes: int | None = None) -> tuple[str, ...]:
+    """Why a setting's figures cannot be trusted as a ranking, one short phrase each (empty = fine).
+
+    id_scores: (N,) ID scores of the setting; id_accuracy / base_accuracy: top-1 accuracy of
+    the head the method scores with and of the unmodified model; num_classes: K (chance = 1/K).
+    """
+    scores = np.sort(_as_array(id_scores, "ID scores"))
+    n = scores.size
+    reasons = []
+    distinct = int(np.count_nonzero(np.diff(scores))) + 1
+    if distinct < max(2, int(np.ceil(COLLAPSE_SHARE * n))):
+        reasons.append(f"scores collapsed ({distinct} distinct value{'s' if distinct != 1 else ''} "
+                       f"among {n} ID scores)")
+    else:
+        threshold = _threshold_of_sorted(scores)
+        excess = n - int(np.searchsorted(scores, threshold, side="left")) - _accept_count(n)
+        if excess > TIE_EXCESS_SHARE * n:
+            reasons.append(f"ties at the threshold: it accepts {100 * (excess + _accept_count(n)) / n:.1f} % "
+                           "of ID instead of 95 %")
+    if id_accuracy is not None and num_classes and base_accuracy is not None and np.isfinite(id_accuracy):
+        chance = 1.0 / num_classes
+        if base_accuracy > chance and id_accuracy <= chance + CHANCE_MARGIN * (base_accuracy - chance):
+            reasons.append(f"head at chance (ID accuracy {100 * id_accuracy:.1f} %, chance {100 * chance:.1f} %)")
+    return tuple(reasons)
 
 
 def average_metrics(results: list[OODMetrics]) -> OODMetrics:
@@ -156,7 +225,8 @@ def roc_points(id_scores: Tensor | np.ndarray, ood_scores: Tensor | np.ndarray,
                max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) float32 arrays of the ROC curve (ID positive), thinned to ≤ ``max_points``,
     always keeping the ends and the point nearest 95 % TPR."""
-    id_sorted, ood_sorted = np.sort(_as_array(id_scores)), np.sort(_as_array(ood_scores))
+    id_sorted = np.sort(_as_array(id_scores, "ID scores"))
+    ood_sorted = np.sort(_as_array(ood_scores, "OOD scores"))
     thresholds = np.unique(np.concatenate([id_sorted, ood_sorted]))[::-1]
     tpr = np.concatenate([[0.0], (id_sorted.size - np.searchsorted(id_sorted, thresholds, "left")) / id_sorted.size])
     fpr = np.concatenate([[0.0], (ood_sorted.size - np.searchsorted(ood_sorted, thresholds, "left")) / ood_sorted.size])

@@ -9,7 +9,10 @@ and, at every point, computes
 
 The **best** point is chosen on validation only; its test figures are what a paper may
 report. The point that is best on the test sets is also returned, as the **oracle**
-(test-tuned, optimistic) point, so the gap between the two is visible.
+(test-tuned, optimistic) point, so the gap between the two is visible. Every point carries
+the ID accuracy of the head it scores with; a degenerate point (collapsed or tied scores, a
+head at chance: :func:`ood_core.metrics.degenerate_reasons`) is never selected, neither on
+validation nor as the oracle.
 
 Nothing here re-runs the model: every score comes from ``scorer.score`` on cached
 features.
@@ -46,7 +49,12 @@ class _BenchmarkLike(Protocol):
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One grid point: its hyperparameters and its figures (rates as fractions)."""
+    """One grid point: its hyperparameters and its figures (rates as fractions).
+
+    val_id_accuracy / test_id_accuracy: top-1 accuracy of the (possibly modified) head on
+    ID val / test; val_degenerate / test_degenerate: why the point cannot be ranked on
+    validation / test (empty when it can).
+    """
 
     params: dict[str, Any]
     val_fpr95: float
@@ -54,6 +62,10 @@ class SweepPoint:
     test_fpr95: float
     test_auroc: float
     test_per_ood: dict[str, metrics.OODMetrics] = field(default_factory=dict)
+    val_id_accuracy: float = float("nan")
+    test_id_accuracy: float = float("nan")
+    val_degenerate: tuple[str, ...] = ()
+    test_degenerate: tuple[str, ...] = ()
 
 
 @dataclass
@@ -62,8 +74,10 @@ class SweepResult:
 
     axes: ((name, values), ...) — one or two axes, values in grid order.
     val_fpr95, val_auroc, test_fpr95, test_auroc: float64 arrays of shape
-    ``(len(values_0),)`` or ``(len(values_0), len(values_1))``.
-    best: the point chosen on validation; oracle: the point best on the *test* sets.
+    ``(len(values_0),)`` or ``(len(values_0), len(values_1))``; test_id_accuracy and
+    degenerate (bool: degenerate on validation or test) have the same shape.
+    best: the point chosen on validation; oracle: the point best on the *test* sets; both
+    among the points that are not degenerate.
     """
 
     method: str
@@ -77,14 +91,17 @@ class SweepResult:
     test_fpr95: np.ndarray
     test_auroc: np.ndarray
     points: list[SweepPoint]
+    test_id_accuracy: np.ndarray
+    degenerate: np.ndarray
     best: SweepPoint
     oracle: SweepPoint
     best_index: tuple[int, ...]
     oracle_index: tuple[int, ...]
 
     def grid(self, figure: str) -> np.ndarray:
-        """One of ``"val_fpr95"``, ``"val_auroc"``, ``"test_fpr95"``, ``"test_auroc"``."""
-        if figure not in {"val_fpr95", "val_auroc", "test_fpr95", "test_auroc"}:
+        """One of ``"val_fpr95"``, ``"val_auroc"``, ``"test_fpr95"``, ``"test_auroc"``,
+        ``"test_id_accuracy"`` (fractions)."""
+        if figure not in {"val_fpr95", "val_auroc", "test_fpr95", "test_auroc", "test_id_accuracy"}:
             raise SweepError(f"unknown sweep figure {figure!r}")
         return getattr(self, figure)
 
@@ -115,30 +132,48 @@ def grid_values(param: Param, count: int = 7) -> tuple[Any, ...]:
     return tuple(dict.fromkeys(float(np.round(v, 10)) for v in np.clip(values, low, high)))
 
 
-def _figures(scorer: Scorer, params: Mapping[str, Any], id_scores_val: torch.Tensor, val_ood: FeatureSet,
-             bench: _BenchmarkLike, test_sets: Mapping[str, FeatureSet]) -> SweepPoint:
-    """Validation and test metrics of one grid point."""
-    ood_val_scores = scorer.score(val_ood, **params)
-    id_test_scores = scorer.score(bench.id_test, **params)
+def _scored_with_accuracy(scorer: Scorer, feats: FeatureSet, params: Mapping[str, Any]
+                          ) -> tuple[torch.Tensor, float, float]:
+    """(scores (N,), accuracy of the head scored with, accuracy of the unmodified head) on ID data."""
+    scores, modified = scorer.score_with_logits(feats, **params)
+    base = metrics.accuracy(feats.logits, feats.labels)
+    return scores, (metrics.accuracy(modified, feats.labels) if modified is not None else base), base
+
+
+def _figures(scorer: Scorer, params: Mapping[str, Any], val_ood: FeatureSet, bench: _BenchmarkLike,
+             test_sets: Mapping[str, FeatureSet], num_classes: int) -> SweepPoint:
+    """Validation and test metrics, head accuracies and degeneracy of one grid point."""
+    id_val_scores, val_accuracy, val_base = _scored_with_accuracy(scorer, bench.id_val, params)
+    id_test_scores, test_accuracy, test_base = _scored_with_accuracy(scorer, bench.id_test, params)
+    validation = metrics.evaluate(id_val_scores, scorer.score(val_ood, **params))
     per_ood = metrics.evaluate_many(id_test_scores, {name: scorer.score(feats, **params)
                                                      for name, feats in test_sets.items()})
     return SweepPoint(
         params=dict(params),
-        val_fpr95=metrics.fpr_at_95_tpr(id_scores_val, ood_val_scores),
-        val_auroc=metrics.auroc(id_scores_val, ood_val_scores),
+        val_fpr95=validation.fpr95,
+        val_auroc=validation.auroc,
         test_fpr95=float(np.mean([m.fpr95 for m in per_ood.values()])),
         test_auroc=float(np.mean([m.auroc for m in per_ood.values()])),
         test_per_ood=per_ood,
+        val_id_accuracy=val_accuracy,
+        test_id_accuracy=test_accuracy,
+        val_degenerate=metrics.degenerate_reasons(id_val_scores, id_accuracy=val_accuracy, base_accuracy=val_base,
+                                                  num_classes=num_classes),
+        test_degenerate=metrics.degenerate_reasons(id_test_scores, id_accuracy=test_accuracy,
+                                                   base_accuracy=test_base, num_classes=num_classes),
     )
 
 
-def _select(values_fpr: np.ndarray, values_auroc: np.ndarray, objective: Objective) -> tuple[int, ...]:
-    """Index of the best point: lowest FPR95 (ties → higher AUROC) or highest AUROC (ties → lower FPR95)."""
+def _select(values_fpr: np.ndarray, values_auroc: np.ndarray, objective: Objective,
+            excluded: np.ndarray) -> tuple[int, ...]:
+    """Index of the best point among those not ``excluded`` (bool, same shape): lowest FPR95
+    (ties → higher AUROC) or highest AUROC (ties → lower FPR95)."""
     flat_fpr, flat_auroc = values_fpr.reshape(-1), values_auroc.reshape(-1)
     if objective == "fpr95":
         order = np.lexsort((-flat_auroc, flat_fpr))  # last key is primary
     else:
         order = np.lexsort((flat_fpr, -flat_auroc))
+    order = order[~excluded.reshape(-1)[order]]
     return tuple(int(i) for i in np.unravel_index(int(order[0]), values_fpr.shape))
 
 
@@ -190,28 +225,39 @@ def run_sweep(
     grids = [tuple(scorer.param(n).validate(v) for v in axes[n]) for n in names]
     shape = tuple(len(g) for g in grids)
     total = math.prod(shape)
+    num_classes = int(bench.id_test.logits.shape[1])
     points: list[SweepPoint] = []
     with torch.inference_mode():
         for done, combo in enumerate(itertools.product(*grids), start=1):
             params = scorer.resolve({**fixed_values, **dict(zip(names, combo))})
-            id_val_scores = scorer.score(bench.id_val, **params)
-            points.append(_figures(scorer, params, id_val_scores, val_ood, bench, test_sets))
+            label = ", ".join(f"{n}={v}" for n, v in zip(names, combo))
+            try:
+                points.append(_figures(scorer, params, val_ood, bench, test_sets, num_classes))
+            except metrics.NonFiniteScoresError as exc:
+                raise metrics.NonFiniteScoresError(f"{method} at {label}: {exc}") from None
             if on_progress is not None:
-                label = ", ".join(f"{n}={v}" for n, v in zip(names, combo))
                 on_progress(f"{method}: {label}", done, total)
 
-    def grid_of(attribute: str) -> np.ndarray:
-        return np.array([getattr(p, attribute) for p in points], dtype=np.float64).reshape(shape)
+    def grid_of(attribute: str, dtype: type = np.float64) -> np.ndarray:
+        return np.array([getattr(p, attribute) for p in points], dtype=dtype).reshape(shape)
 
     val_fpr, val_auroc = grid_of("val_fpr95"), grid_of("val_auroc")
     test_fpr, test_auroc = grid_of("test_fpr95"), grid_of("test_auroc")
-    best_index = _select(val_fpr, val_auroc, objective)
-    oracle_index = _select(test_fpr, test_auroc, objective)
+    val_degenerate = np.array([bool(p.val_degenerate) for p in points]).reshape(shape)
+    test_degenerate = np.array([bool(p.test_degenerate) for p in points]).reshape(shape)
+    if val_degenerate.all() or test_degenerate.all():
+        example = next(p for p in points if p.val_degenerate or p.test_degenerate)
+        raise SweepError(f"every point of this {method} grid is degenerate (e.g. "
+                         f"{'; '.join(example.val_degenerate or example.test_degenerate)}); widen the grid")
+    best_index = _select(val_fpr, val_auroc, objective, val_degenerate)
+    oracle_index = _select(test_fpr, test_auroc, objective, test_degenerate)
     flat = lambda index: int(np.ravel_multi_index(index, shape))  # noqa: E731
     return SweepResult(
         method=method, objective=objective, val_ood=val_ood_name, test_oods=test_names,
         fixed=dict(fixed_values), axes=tuple(zip(names, grids)),
         val_fpr95=val_fpr, val_auroc=val_auroc, test_fpr95=test_fpr, test_auroc=test_auroc,
-        points=points, best=points[flat(best_index)], oracle=points[flat(oracle_index)],
+        points=points, test_id_accuracy=grid_of("test_id_accuracy"),
+        degenerate=val_degenerate | test_degenerate,
+        best=points[flat(best_index)], oracle=points[flat(oracle_index)],
         best_index=best_index, oracle_index=oracle_index,
     )

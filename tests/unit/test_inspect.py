@@ -104,7 +104,7 @@ def test_scores_every_method_with_one_forward(setup):
     id_scores = torch.logsumexp(bench.id_test.logits, 1).numpy()
     assert verdict.percentile == pytest.approx(100 * np.mean(id_scores <= score))
     assert verdict.threshold == pytest.approx(metrics.threshold_at_95_tpr(torch.from_numpy(id_scores)))
-    assert verdict.is_id == (score > verdict.threshold)
+    assert verdict.is_id == (score >= verdict.threshold)
 
 
 def test_hyperparameters_and_precomputed_id_scores_are_used(setup):
@@ -127,11 +127,12 @@ def test_top5_matches_softmax(setup):
     assert [p for _, _, p in result.top5] == sorted((p for _, _, p in result.top5), reverse=True)
 
 
-def test_verdict_at_threshold_is_ood():
+def test_verdict_at_threshold_is_id():
     id_scores = torch.arange(100, dtype=torch.float32)
     threshold = metrics.threshold_at_95_tpr(id_scores)
-    assert verdict_of("m", threshold, id_scores).verdict == "OOD"  # strict >, as in FPR95
-    assert verdict_of("m", threshold + 0.5, id_scores).verdict == "ID"
+    assert threshold == 5.0  # the 95th largest of 0..99: accepts 5..99
+    assert verdict_of("m", threshold, id_scores).verdict == "ID"  # score ≥ t, as in FPR95
+    assert verdict_of("m", threshold - 0.5, id_scores).verdict == "OOD"
     assert verdict_of("m", -1.0, id_scores).percentile == 0.0
     assert verdict_of("m", 1000.0, id_scores).percentile == 100.0
 

@@ -15,7 +15,9 @@ from ood_core.sweep import SweepError, grid_values, run_sweep
 
 
 class CentreScorer(Scorer):
-    """Toy method: score = -|h - centre| · scale (+ a no-op switch), on 1-D features."""
+    """Toy method: score = -|h - centre| · scale (+ a no-op switch), on 1-D features; a
+    ``flat`` below 0.5 clips every score to one value and breaks the head (a degenerate point,
+    as LINe's or ReAct's smallest clip is on a real model)."""
 
     name: ClassVar[str] = "centre"
     needs: ClassVar[frozenset[str]] = frozenset({"penultimate"})
@@ -23,17 +25,26 @@ class CentreScorer(Scorer):
         Param("centre", 0.0, "float", low=-2.0, high=2.0, step=0.5),
         Param("scale", 1.0, "float", low=0.5, high=2.0, step=0.5),
         Param("switch", False, "bool"),
+        Param("flat", 1.0, "float", low=0.0, high=1.0, step=0.25),
     )
 
     def score(self, feats: FeatureSet, **hparams) -> torch.Tensor:
         values = self.resolve(hparams)
+        if values["flat"] < 0.5:
+            return torch.zeros(len(feats))
         return (-(feats.penultimate[:, 0] - values["centre"]).abs() * values["scale"]).float()
+
+    def modified_logits(self, feats: FeatureSet, **hparams) -> torch.Tensor | None:
+        if self.resolve(hparams)["flat"] < 0.5:  # every row predicts class 1
+            return torch.tensor([[0.0, 1.0]]).expand(len(feats), 2)
+        return None
 
 
 def features(mean: float, n: int, seed: int) -> FeatureSet:
     gen = torch.Generator().manual_seed(seed)
     h = mean + torch.randn(n, 1, generator=gen)
-    return FeatureSet(logits=torch.cat([h, -h], 1), penultimate=h, labels=torch.zeros(n, dtype=torch.long))
+    return FeatureSet(logits=torch.cat([h.abs() + 1, -h.abs()], 1), penultimate=h,
+                      labels=torch.zeros(n, dtype=torch.long))
 
 
 @dataclass
@@ -123,3 +134,20 @@ def test_unknown_axis_and_bad_arity(bench):
     with pytest.raises(SweepError, match="one or two"):
         run_sweep(bench, "centre", {"centre": (0.0,), "scale": (1.0,), "switch": (True,)},
                   val_ood=bench.ood["above"], val_ood_name="above")
+
+
+def test_degenerate_points_are_shown_and_never_selected(bench):
+    """Found: a sweep over LINe's δ or ReAct's absolute clip picked the point that clips every
+    unit (all scores equal: FPR95 0 under the strict ">" formula, head at chance) both on
+    validation and as the oracle."""
+    result = run_sweep(bench, "centre", {"flat": (0.0, 0.25, 1.0)}, val_ood=bench.ood["above"],
+                       val_ood_name="above", objective="fpr95")
+    assert result.val_fpr95[0] == 1.0 and result.test_fpr95[0] == 1.0  # all-equal scores accept every OOD
+    assert result.degenerate.tolist() == [True, True, False]
+    assert result.points[0].val_degenerate and result.points[0].test_degenerate
+    assert any("collapsed" in r for r in result.points[0].val_degenerate)
+    assert any("head at chance" in r for r in result.points[0].test_degenerate)
+    assert result.test_id_accuracy.tolist() == [0.0, 0.0, 1.0]  # shown at every point
+    assert result.best_index == result.oracle_index == (2,)
+    with pytest.raises(SweepError, match="every point .* is degenerate"):
+        run_sweep(bench, "centre", {"flat": (0.0, 0.25)}, val_ood=bench.ood["above"], val_ood_name="above")

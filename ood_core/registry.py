@@ -6,7 +6,8 @@ names, so a CLI can print it as a one-line error.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+import difflib
+from typing import Callable, Generic, Iterable, TypeVar
 
 T = TypeVar("T")
 
@@ -20,6 +21,18 @@ class UnknownNameError(OODLensError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"did you mean 'energy'? "`` for the closest known name, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> UnknownNameError:
+    """The one-line error for an unknown ``kind`` name: a suggestion, then every known name."""
+    known = list(known)
+    return UnknownNameError(f"unknown {kind} {name!r}; {did_you_mean(name, known)}known {kind}s: {', '.join(known)}")
 
 
 class Registry(Generic[T]):
@@ -67,6 +80,4 @@ class Registry(Generic[T]):
         for prefix, builder in self._prefix_builders.items():
             if name.startswith(prefix) and len(name) > len(prefix):
                 return builder(name[len(prefix):], **kwargs)
-        raise UnknownNameError(
-            f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}"
-        )
+        raise unknown_name(self.kind, name, self.names())

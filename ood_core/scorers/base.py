@@ -21,6 +21,8 @@ Scores are computed on whatever device the feature tensors live on.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping
 
@@ -28,14 +30,35 @@ import torch
 from torch import Tensor
 
 from ood_core import stages
-from ood_core.registry import OODLensError
+from ood_core.registry import OODLensError, did_you_mean
 
 ParamKind = Literal["float", "int", "bool", "choice"]
 
 
 class MissingStatsError(OODLensError, ValueError):
-    """``Scorer.fit`` got a FitContext without a training statistic the scorer declares
-    (still a ``ValueError`` for callers written against the original contract)."""
+    """``Scorer.fit`` got a FitContext without a training statistic the scorer declares."""
+
+
+class HyperparameterError(OODLensError, ValueError):
+    """A hyperparameter value that is unknown, malformed, non-finite or out of range (one line)."""
+
+
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def _parse_number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number or a string of one (bools excluded), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,21 +82,60 @@ class Param:
     label: str = ""  # display label, e.g. "δ (clip)"; falls back to name
 
     def validate(self, value: Any) -> Any:
-        """Return ``value`` coerced to this param's kind; raise ``ValueError`` if out of range."""
+        """``value`` (a Python value or the string a CLI / URL gives) as this param's kind.
+
+        The one validation path of the CLI, the API, the URL and the widgets: numbers must be
+        finite and inside [low, high], an ``int`` param takes only integral values, a choice is
+        matched by value (``"0.0028"`` is the float choice 0.0028), a bool is ``True``/``False``,
+        0/1 or one of true/false/yes/no/on/off. Anything else raises :class:`HyperparameterError`.
+        """
         if self.kind == "bool":
-            if isinstance(value, str):
-                return value.lower() in {"1", "true", "yes", "on"}
-            return bool(value)
+            return self._validate_bool(value)
         if self.kind == "choice":
-            if value not in self.choices:
-                raise ValueError(f"{self.name}={value!r} is not one of {list(self.choices)}")
-            return value
-        number = int(value) if self.kind == "int" else float(value)
+            return self._validate_choice(value)
+        number = _parse_number(value)
+        if number is None:
+            raise self._error(value, f"is not a number (expected {'an integer' if self.kind == 'int' else 'a number'})")
+        if not math.isfinite(number):
+            raise self._error(value, "is not a finite number")
+        if self.kind == "int":
+            if number != int(number):
+                raise self._error(value, "is not an integer")
+            number = int(number)
         if self.low is not None and number < self.low:
-            raise ValueError(f"{self.name}={number} is below its minimum {self.low}")
+            raise self._error(value, f"is below its minimum {self.low:g}")
         if self.high is not None and number > self.high:
-            raise ValueError(f"{self.name}={number} is above its maximum {self.high}")
+            raise self._error(value, f"is above its maximum {self.high:g}")
         return number
+
+    def _validate_bool(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, numbers.Integral) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
+            return value.strip().lower() in _TRUE_WORDS
+        raise self._error(value, "is not a boolean (use true/false, yes/no, on/off or 1/0)")
+
+    def _validate_choice(self, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+        for choice in self.choices:
+            if isinstance(choice, bool) or isinstance(value, bool):
+                if choice is value or (isinstance(value, str) and value.lower() == str(choice).lower()):
+                    return choice
+            elif isinstance(choice, numbers.Real):
+                number = _parse_number(value)
+                if isinstance(value, str) and number is not None and number == choice:
+                    return choice
+                if isinstance(value, numbers.Real) and value == choice:
+                    return choice
+            elif value == choice:
+                return choice
+        raise self._error(value, f"is not one of {', '.join(str(c) for c in self.choices)}")
+
+    def _error(self, value: Any, why: str) -> HyperparameterError:
+        return HyperparameterError(f"{self.name}={value!r} {why}")
 
 
 @dataclass
@@ -169,7 +231,9 @@ class Scorer:
         for p in self.params:
             if p.name == name:
                 return p
-        raise ValueError(f"{self.name} has no hyperparameter {name!r}; it has {[p.name for p in self.params]}")
+        names = [p.name for p in self.params]
+        raise HyperparameterError(f"{self.name} has no hyperparameter {name!r}; {did_you_mean(name, names)}it has "
+                                  f"{', '.join(names) or 'none'}")
 
     def declared_params(self) -> tuple[Param, ...]:
         """The params with this instance's (variant's) defaults."""
@@ -179,7 +243,8 @@ class Scorer:
         return dict(self._defaults)
 
     def resolve(self, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated with ``hparams``, each validated; unknown names raise ``ValueError``."""
+        """Defaults updated with ``hparams``, each validated (:meth:`Param.validate`); an unknown
+        name or an invalid value raises :class:`HyperparameterError`."""
         values = dict(self._defaults)
         for key, value in (hparams or {}).items():
             values[key] = self.param(key).validate(value)

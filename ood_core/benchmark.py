@@ -19,7 +19,14 @@ from torch import Tensor
 
 from ood_core import paths
 from ood_core.cache import store
-from ood_core.metrics import OODMetrics, accuracy, average_metrics, evaluate_many
+from ood_core.metrics import (
+    NonFiniteScoresError,
+    OODMetrics,
+    accuracy,
+    average_metrics,
+    degenerate_reasons,
+    evaluate_many,
+)
 from ood_core.registry import OODLensError
 from ood_core.scorers.base import FeatureSet, FitContext, Scorer
 
@@ -32,8 +39,12 @@ class Benchmark:
 
     id_val / id_test: ID validation / test :class:`FeatureSet`; ood: name → OOD test set.
     head_weight (K, D), head_bias (K,) float32; stats: the training statistics by name.
+    model: the registered model name; model_key: its cache key (``name@fingerprint`` for a
+    ``checkpoint``); model_fingerprint: the hash of the weights every entry was built from.
     fingerprints: ``"dataset/split"`` → digest of that entry's manifest (changes on rebuild);
     ``fingerprint`` combines them (a hashable cache key for the app).
+    limit: the ``--limit`` the entries were built with (None: every image); rows:
+    ``"dataset/split"`` → rows scored; skipped: ``"dataset/split"`` → unreadable files skipped.
     """
 
     model: str
@@ -48,6 +59,11 @@ class Benchmark:
     model_fingerprint: str
     fingerprints: dict[str, str]
     cache_root: Path
+    model_key: str = ""
+    checkpoint: str | None = None
+    limit: int | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
     _scorers: dict[str, Scorer] = field(default_factory=dict, repr=False)
 
     @property
@@ -116,57 +132,122 @@ def load_benchmark(
     on_progress: Callable[[str, int, int], None] | None = None,
     build_device: str | torch.device = "auto",
     batch_size: int = 128,
-    check_fingerprint: bool = False,
+    checkpoint: str | None = None,
+    repair: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Benchmark:
     """Load (building first, when ``build_missing``) the cache of a benchmark onto ``device``.
 
+    ``model``: a registered name (with ``checkpoint``: other weights for it) or a cache key
+    ``name@fingerprint``. The model is constructed to take its fingerprint, and every entry is
+    read only when it was built from exactly these weights and the datasets' current images,
+    matches its checksum and holds finite tensors; otherwise one
+    :class:`~ood_core.cache.store.StaleCacheError` names every stale or missing entry and the
+    single ``python -m precompute`` command that rebuilds them with the same options.
+
     ``limit`` caps every split at a stratified subset of that many images; entries built
     with another limit are rebuilt. ``limit=None`` uses the cached entries whatever their
-    limit (building missing ones at the ID test entry's limit, or in full). ``check_fingerprint`` constructs the
-    model to compare its weights' fingerprint with the cache's (always done when building).
-    Raises :class:`~ood_core.cache.store.StaleCacheError` for missing or stale entries
-    when nothing may be built.
+    limit (building missing ones at the ID test entry's limit, or in full). ``repair``:
+    rebuild stale entries instead of refusing them (the embedded demo does).
     """
+    from ood_core.cache.provenance import load_model, precompute_command
+    from ood_core.datasets import canonical_dataset_name
+
     root = Path(cache_root) if cache_root is not None else paths.cache_root()
-    ood_list = [name for name in dict.fromkeys(ood_datasets) if name != id_dataset]
+    id_dataset = canonical_dataset_name(id_dataset)
+    ood_list = [name for name in dict.fromkeys(canonical_dataset_name(n) for n in ood_datasets) if name != id_dataset]
+    net, ref = load_model(model, checkpoint, root)
     if build_missing:
         from ood_core.cache.builder import ensure_entries
 
-        ensure_entries(model, id_dataset, ood_list, root, device=build_device, batch_size=batch_size,
+        ensure_entries(ref.name, id_dataset, ood_list, root, device=build_device, batch_size=batch_size,
                        limit=limit, with_odin=with_odin, progress=progress, on_progress=on_progress,
-                       check_fingerprint=check_fingerprint, reuse_cached_limit=True)
-    expected = None
-    if check_fingerprint and not build_missing:
-        from ood_core.models import create_model
-
-        expected = create_model(model).fingerprint()
-
-    def load(dataset: str, split: str) -> tuple[FeatureSet, dict[str, Any]]:
-        tensors, manifest = store.load_entry(store.entry_dir(root, model, dataset, split), model, dataset, split,
-                                             device=device, expected_fingerprint=expected)
-        return store.feature_set(tensors, manifest), manifest
-
-    id_test, test_manifest = load(id_dataset, "test")
-    id_val, val_manifest = load(id_dataset, "val")
-    fingerprint = test_manifest.get("model_fingerprint", "")
-    manifests = {f"{id_dataset}/test": test_manifest, f"{id_dataset}/val": val_manifest}
-    ood: dict[str, FeatureSet] = {}
-    for name in ood_list:
-        ood[name], manifests[f"{name}/test"] = load(name, "test")
-    for key, manifest in manifests.items():
-        if manifest.get("model_fingerprint") != fingerprint:
-            dataset, split = key.rsplit("/", 1)
-            raise store.StaleCacheError(
-                f"cache entry {model}/{key} was built from other weights than {model}/{id_dataset}/test; "
-                f"rebuild it with `{store.rebuild_command(model, dataset, split)}`")
-    stats, head_weight, head_bias, stats_manifest = store.load_train_stats(
-        root, model, id_dataset, device=device, expected_fingerprint=fingerprint)
-    manifests[f"{id_dataset}/train_stats"] = stats_manifest
+                       reuse_cached_limit=True, model=(net, ref), verify=repair, log=log)
+    reader = _CheckedReader(root, ref, device)
+    id_test = reader.features(id_dataset, "test")
+    id_val = reader.features(id_dataset, "val")
+    ood = {name: reader.features(name, "test") for name in ood_list}
+    stats = reader.train_stats(id_dataset)
+    if reader.problems:
+        test_manifest = reader.manifests.get(f"{id_dataset}/test", {})
+        cached_limit = limit if limit is not None else test_manifest.get("limit")
+        has_odin = with_odin and (not test_manifest or bool(test_manifest.get("odin_eps")))
+        command = precompute_command(ref, id_dataset, ood_list, limit=cached_limit, with_odin=has_odin,
+                                     cache_root=cache_root)
+        listed = "; ".join(f"{label} {why}" for label, why in reader.problems)
+        noun = "entry" if len(reader.problems) == 1 else "entries"
+        raise store.StaleCacheError(f"cache {noun} {listed}; rebuild with `{command}`", tuple(reader.problems))
+    stats_tensors, head_weight, head_bias = stats
+    manifests = reader.manifests
+    test_manifest = manifests[f"{id_dataset}/test"]
     class_names = tuple(test_manifest.get("class_names") or (str(i) for i in range(head_weight.shape[0])))
-    return Benchmark(model=model, id_dataset=id_dataset, id_val=id_val, id_test=id_test, ood=ood,
-                     head_weight=head_weight, head_bias=head_bias, stats=stats, class_names=class_names,
-                     model_fingerprint=fingerprint,
-                     fingerprints={k: store.manifest_digest(m) for k, m in manifests.items()}, cache_root=root)
+    scored = {key: m for key, m in manifests.items() if key.endswith("/test")}
+    return Benchmark(model=ref.name, id_dataset=id_dataset, id_val=id_val, id_test=id_test, ood=ood,
+                     head_weight=head_weight, head_bias=head_bias, stats=stats_tensors, class_names=class_names,
+                     model_fingerprint=ref.fingerprint,
+                     fingerprints={k: store.manifest_digest(m) for k, m in manifests.items()}, cache_root=root,
+                     model_key=ref.key, checkpoint=ref.checkpoint, limit=test_manifest.get("limit"),
+                     rows={key: int(m["rows"]) for key, m in scored.items()},
+                     skipped={key: list((m.get("skipped_corrupt") or {}).get("items") or []) for key, m in scored.items()
+                              if (m.get("skipped_corrupt") or {}).get("count")})
+
+
+class _CheckedReader:
+    """Reads a benchmark's entries with every check, collecting each failure instead of
+    stopping at the first, so one error can name them all."""
+
+    def __init__(self, root: Path, ref: Any, device: str | torch.device) -> None:
+        self.root, self.ref, self.device = root, ref, device
+        self.problems: list[tuple[str, str]] = []
+        self.manifests: dict[str, dict[str, Any]] = {}
+
+    def _dataset_fingerprint(self, dataset: str, split: str) -> str | None:
+        from ood_core.datasets import dataset_fingerprint
+
+        try:
+            return dataset_fingerprint(dataset, split)
+        except OODLensError as error:
+            self.problems.append((f"{self.ref.key}/{dataset}/{split}", f"cannot be checked ({error})"))
+            return None
+
+    def features(self, dataset: str, split: str) -> FeatureSet | None:
+        expected = store.Expected(self.ref.fingerprint, self._dataset_fingerprint(dataset, split))
+        try:
+            tensors, manifest = store.load_entry(store.entry_dir(self.root, self.ref.key, dataset, split),
+                                                 self.ref.key, dataset, split, device=self.device, expected=expected)
+        except store.StaleCacheError as error:
+            self.problems.extend(error.problems)
+            return None
+        self.manifests[f"{dataset}/{split}"] = manifest
+        return store.feature_set(tensors, manifest)
+
+    def train_stats(self, id_dataset: str) -> tuple[dict[str, Tensor], Tensor, Tensor] | None:
+        """The statistics, once their train (and val) sources are current and valid."""
+        from ood_core.cache.builder import stats_problem
+
+        label = f"{self.ref.key}/{id_dataset}/{store.TRAIN_STATS_LABEL}"
+        sources = {}
+        train_entry = store.entry_dir(self.root, self.ref.key, id_dataset, "train")
+        expected = store.Expected(self.ref.fingerprint, self._dataset_fingerprint(id_dataset, "train"))
+        try:  # the train features themselves are not loaded: their manifest vouches for the statistics
+            manifest = store.read_manifest(train_entry, self.ref.key, id_dataset, "train")
+            store.check_provenance(manifest, expected, self.ref.key, id_dataset, "train")
+            sources["train"] = store.manifest_digest(manifest)
+        except store.StaleCacheError as error:
+            self.problems.extend(error.problems)
+            return None
+        if f"{id_dataset}/val" not in self.manifests:
+            return None  # already named
+        sources["val"] = store.manifest_digest(self.manifests[f"{id_dataset}/val"])
+        why = stats_problem(self.root, self.ref, id_dataset, sources)
+        if why is not None:
+            self.problems.append((label, why))
+            return None
+        stats, weight, bias, manifest = store.load_train_stats(self.root, self.ref.key, id_dataset,
+                                                               device=self.device,
+                                                               expected_fingerprint=self.ref.fingerprint)
+        self.manifests[f"{id_dataset}/train_stats"] = manifest
+        return stats, weight, bias
 
 
 @dataclass
@@ -176,7 +257,8 @@ class MethodResult:
     id_scores: (N_id,) float32 on the benchmark's device; ood_scores: name → (N_ood,);
     metrics: name → :class:`OODMetrics`; average: their unweighted mean; id_accuracy:
     top-1 accuracy of the modified head (or the base logits when the method keeps the head);
-    base_id_accuracy: that of the base logits.
+    base_id_accuracy: that of the base logits; degenerate: why this setting's figures must not
+    be ranked (collapsed or tied scores, a head at chance; empty when they can be).
     """
 
     method: str
@@ -187,6 +269,13 @@ class MethodResult:
     average: OODMetrics
     id_accuracy: float
     base_id_accuracy: float
+    degenerate: tuple[str, ...] = ()
+
+
+def describe_setting(method: str, hparams: Mapping[str, Any]) -> str:
+    """``"line (delta=0.01, p_a=90.0)"``: a method and its hyperparameters, for messages."""
+    values = ", ".join(f"{k}={v}" for k, v in hparams.items())
+    return f"{method} ({values})" if values else method
 
 
 def evaluate_method(bench: Benchmark, method: str, hparams: Mapping[str, Any] | None = None,
@@ -200,22 +289,25 @@ def evaluate_method(bench: Benchmark, method: str, hparams: Mapping[str, Any] | 
     if not names:
         raise OODLensError("evaluate_method needs at least one OOD set")
     scorer = bench.scorer(method)
-    for key, value in (hparams or {}).items():  # name the offending hyperparameter in the message
-        try:
-            scorer.resolve({key: value})
-        except ValueError as exc:
-            raise OODLensError(f"method {method}, hyperparameter {key}={value!r}: {exc}") from None
-    resolved = scorer.resolve(hparams)
+    try:
+        resolved = scorer.resolve(hparams)
+    except ValueError as exc:  # HyperparameterError: name the method in the one-line message
+        raise type(exc)(f"method {method}: {exc}") from None
     with torch.inference_mode():
         id_scores, modified = scorer.score_with_logits(bench.id_test, **resolved)
         ood_scores = {name: scorer.score(bench.ood[name], **resolved) for name in names}
-    metrics = evaluate_many(id_scores, ood_scores)
     base_accuracy = accuracy(bench.id_test.logits, bench.id_test.labels)
+    id_accuracy = accuracy(modified, bench.id_test.labels) if modified is not None else base_accuracy
+    try:
+        metrics = evaluate_many(id_scores, ood_scores)
+        degenerate = degenerate_reasons(id_scores, id_accuracy=id_accuracy, base_accuracy=base_accuracy,
+                                        num_classes=int(bench.head_weight.shape[0]))
+    except NonFiniteScoresError as exc:
+        raise NonFiniteScoresError(f"{describe_setting(method, resolved)}: {exc}") from None
     return MethodResult(
         method=method, hparams=resolved, id_scores=id_scores, ood_scores=ood_scores, metrics=metrics,
-        average=average_metrics(list(metrics.values())),
-        id_accuracy=accuracy(modified, bench.id_test.labels) if modified is not None else base_accuracy,
-        base_id_accuracy=base_accuracy,
+        average=average_metrics(list(metrics.values())), id_accuracy=id_accuracy,
+        base_id_accuracy=base_accuracy, degenerate=degenerate,
     )
 
 

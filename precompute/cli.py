@@ -1,8 +1,10 @@
 """``python -m precompute``: build the feature cache for a benchmark, or one entry.
 
-Errors users can hit (unknown names, missing checkpoints, unreadable folders, stale
-caches) print one ``error: ...`` line on stderr and exit with status 2; Ctrl-C keeps the
-chunks written so far and exits with 130.
+Errors users can hit (unknown names, bad arguments, missing checkpoints, unreadable
+folders) print one ``error: ...`` line on stderr and exit with status 2; Ctrl-C keeps the
+chunks written so far and exits with 130. Every existing entry is checked as a reader checks
+it (weights, images, checksum, finite values): a stale one is rebuilt, and the log says why,
+so this command is the one every "stale cache" error names.
 """
 from __future__ import annotations
 
@@ -18,31 +20,33 @@ examples:
   # a quick smoke run: 200 images per split, no ODIN pass
   python -m precompute --model resnet20-cifar10 --id cifar10 --ood isun --limit 200 --no-odin
 
-  # one entry, rebuilt from scratch (what a "stale cache" error asks for)
+  # one entry, rebuilt from scratch
   python -m precompute --model densenet100-cifar10 --dataset isun --split test --rebuild
+
+  # your own weights for a registered architecture (cached apart from the model's own weights)
+  python -m precompute --model resnet20-cifar10 --checkpoint my_resnet20.th --id cifar10 --ood isun
 
   # what can be built, and what is cached
   python -m precompute --list
 
 An interrupted build (Ctrl-C, kill) keeps its finished chunks: run the same command
-again to resume. The cache lives in $OOD_LENS_CACHE (default ~/.cache/ood-lens).
+again to resume. Entries whose weights, images or files changed are rebuilt. A second build
+of the same entries waits for the first, then reuses its result. The cache lives in
+$OOD_LENS_CACHE (default ~/.cache/ood-lens).
 """
 
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the epilog's examples as written."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from ood_core import cli_args
+
+    parser = cli_args.ArgumentParser(
         prog="python -m precompute",
         description="Run a classifier once over ID and OOD image sets and cache logits, penultimate "
                     "features, pre-pool maxima, ODIN-perturbed logits and training statistics, so every "
                     "OOD method can then be scored from the cache.",
-        epilog=EPILOG, formatter_class=HelpFormatter)
+        epilog=EPILOG, formatter_class=cli_args.HelpFormatter)
     what = parser.add_argument_group("what to build")
     what.add_argument("--model", help="registered model name (see --list)")
     what.add_argument("--id", dest="id_dataset", metavar="DATASET",
@@ -54,18 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--split", default="test", help="split for --dataset (train, val or test)")
     what.add_argument("--list", action="store_true", help="list models, datasets and cached entries, then exit")
     how = parser.add_argument_group("how")
-    how.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1' ...")
-    how.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
-    how.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding")
-    how.add_argument("--limit", type=int, default=None,
+    how.add_argument("--device", default="auto", type=cli_args.device,
+                     help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', 'mps'")
+    how.add_argument("--batch-size", type=cli_args.positive_int, default=128, help="images per forward pass")
+    how.add_argument("--num-workers", type=cli_args.non_negative_int, default=0,
+                     help="DataLoader worker processes for decoding (0: decode in this process)")
+    how.add_argument("--limit", type=cli_args.positive_int, default=None,
                      help="cap every split at a stratified subset of N images (seed 0); default: all")
     how.add_argument("--no-odin", action="store_true", help="skip the ODIN input-perturbation pass")
-    how.add_argument("--odin-eps", type=float, nargs="+", default=None, metavar="EPS",
-                     help="ODIN step sizes ε (normalised input space); default: the ODIN scorer's grid "
+    how.add_argument("--odin-eps", type=cli_args.non_negative_float, nargs="+", default=None, metavar="EPS",
+                     help="ODIN step sizes ε ≥ 0 (normalised input space); default: the ODIN scorer's grid "
                           "(0.0014 0.0028)")
-    how.add_argument("--odin-temperature", type=float, default=None,
-                     help="ODIN temperature T; default: the ODIN scorer's (1000)")
-    how.add_argument("--rebuild", action="store_true", help="discard existing entries and chunks and rebuild")
+    how.add_argument("--odin-temperature", type=cli_args.positive_float, default=None,
+                     help="ODIN temperature T > 0; default: the ODIN scorer's (1000)")
+    how.add_argument("--rebuild", action="store_true",
+                     help="discard existing entries and interrupted chunks and rebuild everything "
+                          "(stale entries are rebuilt without it)")
     how.add_argument("--cache-dir", default=None, help="cache root; default: $OOD_LENS_CACHE or ~/.cache/ood-lens")
     how.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -102,10 +110,6 @@ def run(args: argparse.Namespace) -> None:
         return
     if not args.model:
         raise OODLensError("--model is required (see --list for the registered models)")
-    if args.limit is not None and args.limit < 1:
-        raise OODLensError(f"--limit must be a positive number of images, got {args.limit}")
-    if args.batch_size < 1:
-        raise OODLensError(f"--batch-size must be positive, got {args.batch_size}")
     common = dict(device=args.device, batch_size=args.batch_size, limit=args.limit, num_workers=args.num_workers,
                   odin_eps=args.odin_eps, odin_temperature=args.odin_temperature, progress=not args.quiet,
                   rebuild=args.rebuild)
@@ -113,15 +117,16 @@ def run(args: argparse.Namespace) -> None:
         if args.id_dataset or args.ood:
             raise OODLensError("use either --dataset/--split (one entry) or --id/--ood (a benchmark), not both")
         from ood_core.cache.builder import build_features
-        from ood_core.datasets import create_dataset
-        from ood_core.models import create_model
+        from ood_core.cache.provenance import load_model
+        from ood_core.datasets import canonical_dataset_name, create_dataset
 
-        model = create_model(args.model, **({"checkpoint": args.checkpoint} if args.checkpoint else {}))
-        dataset = create_dataset(args.dataset, args.split)
+        model, ref = load_model(args.model, args.checkpoint, args.cache_dir)
+        name = canonical_dataset_name(args.dataset)
+        dataset = create_dataset(name, args.split)
         entry = build_features(model, dataset, args.split, args.cache_dir, with_odin=not args.no_odin
-                               and args.split != "train", model_name=args.model, dataset_name=args.dataset,
-                               **common)
-        print(f"cached {args.model} / {args.dataset} / {args.split} in {entry}", file=sys.stderr)
+                               and args.split != "train", model_name=ref.name, dataset_name=name,
+                               checkpoint=ref.checkpoint, **common)
+        print(f"cached {ref.key} / {name} / {args.split} in {entry}", file=sys.stderr)
         return
     if not args.id_dataset:
         raise OODLensError("give --id DATASET (with optional --ood ...) or --dataset D --split S; see --help")
@@ -135,7 +140,11 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error, already printed as one line (2)
+        return int(stop.code or 0)
+    from ood_core import cli_args
     from ood_core.cache.builder import BuildInterrupted
     from ood_core.registry import OODLensError
 
@@ -148,10 +157,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted; re-run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (OODLensError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        return cli_args.print_error(exc)
     return 0
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -120,14 +120,17 @@ FAKE_OOD_A, FAKE_OOD_B = "test-bench-ood-a", "test-bench-ood-b"
 
 @pytest.fixture
 def fake_benchmark_names(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Registers FAKE_MODEL and the FAKE_* datasets for one test (undone after it); counts model builds."""
+    """Registers FAKE_MODEL and the FAKE_* datasets for one test (undone after it); counts model
+    builds in ``["model"]``. FAKE_MODEL honours ``checkpoint=`` (a torch state_dict file) and
+    its default weights change when a test sets ``["weights_version"]`` (a re-released checkpoint)."""
     import ood_core.datasets as datasets_module
     from ood_core.datasets import DATASETS
     from ood_core.models import MODELS
+    from ood_core.models.loading import load_into, read_state_dict
 
-    built = {"model": 0}
+    built = {"model": 0, "weights_version": 0}
 
-    def build_model(**kw):
+    def build_model(checkpoint: str | None = None, **kw):
         built["model"] += 1
         model = TinyModel(name=FAKE_MODEL)
         with torch.no_grad():  # make class 0/1/2 ↔ red/green/blue so ID accuracy is meaningful
@@ -136,6 +139,9 @@ def fake_benchmark_names(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
             for c in range(3):
                 model.conv.weight[c, c, 1, 1] = 1.0
             model.fc.weight.copy_(torch.eye(3, 6) * 4)
+            model.fc.bias.add_(0.01 * built["weights_version"])
+        if checkpoint is not None:
+            load_into(model, read_state_dict(checkpoint), checkpoint)
         return model
 
     def dataset_builder(name, labelled, shift, n):
@@ -151,6 +157,30 @@ def fake_benchmark_names(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
                                            splits=("train", "val", "test") if labelled else ("test",))
         monkeypatch.setitem(datasets_module._INFOS, name, info)
     return built
+
+
+DEMO_MODEL, DEMO_ID = "demo-cnn", "demo-mnist"
+DEMO_OODS = ("demo-letters", "demo-textures", "demo-photos", "demo-faces", "demo-noise")
+
+
+@pytest.fixture(scope="session")
+def demo_cache_root(tmp_path_factory: pytest.TempPathFactory):
+    """A cache root holding the embedded demo benchmark, built once per test session (the demo
+    weights are committed: a demo that does not build fails the tests that use it)."""
+    from ood_core.benchmark import load_benchmark
+
+    root = tmp_path_factory.mktemp("demo-cache")
+    load_benchmark(DEMO_MODEL, DEMO_ID, list(DEMO_OODS), cache_root=root, progress=False, build_device="cpu",
+                   log=lambda message: None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_benchmark(demo_cache_root):
+    """The demo benchmark loaded from :func:`demo_cache_root` (shared: treat it as read-only)."""
+    from ood_core.benchmark import load_benchmark
+
+    return load_benchmark(DEMO_MODEL, DEMO_ID, list(DEMO_OODS), cache_root=demo_cache_root, build_missing=False)
 
 
 @pytest.fixture(scope="module")

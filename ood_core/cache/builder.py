@@ -5,10 +5,16 @@ The core functions take model and dataset *objects* (:func:`build_features`,
 ``python -m precompute``, the report CLI and the app. Builds are resumable: results are
 written as atomic chunks (one per ``chunk_batches`` batches), an interrupted build keeps
 them, and the next run with the same plan computes only the missing chunks.
+
+An existing entry is reused only when it passes every check a reader makes (same weights,
+same images, intact checksum, finite tensors) and matches the request (limit, ODIN grid);
+otherwise it is rebuilt, and the log says why. One build at a time holds an entry (and a
+whole benchmark, in :func:`ensure_entries`): a second one waits, then reuses the result.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +27,9 @@ from tqdm.auto import tqdm
 
 from ood_core import paths
 from ood_core.cache import store
+from ood_core.cache.provenance import ModelRef, load_model
 from ood_core.datasets.base import ImageDataset, TransformedDataset, collate_skip_corrupt
+from ood_core.locks import LOCK_FILE, build_lock
 from ood_core.models.base import OODModel
 from ood_core.registry import OODLensError
 
@@ -29,6 +37,12 @@ LOGIT_TOLERANCE = 1e-4
 DEFAULT_CHUNK_BATCHES = 8
 
 ProgressCallback = Callable[[str, int, int], None]
+BENCHMARK_LOCK = ".benchmark.lock"
+STATS_LOCK = ".train_stats.lock"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 class ModelWrapperError(OODLensError):
@@ -44,11 +58,18 @@ class BuildInterrupted(KeyboardInterrupt):
         self.chunks_kept = chunks_kept
 
 
-def _odin_defaults() -> tuple[tuple[float, ...], float]:
-    """The ε grid and temperature the ODIN scorer offers (single source of truth: its module)."""
+def _odin_settings(odin_eps: Sequence[float] | None, odin_temperature: float | None) -> tuple[tuple[float, ...], float]:
+    """(ε grid, T) for the ODIN pass: the ODIN scorer's defaults where not given; every ε must be
+    finite and ≥ 0, T finite and > 0 (:class:`OODLensError` otherwise, before any work)."""
     from ood_core.scorers.odin import ODIN_EPS_GRID, ODIN_TEMPERATURE
 
-    return tuple(ODIN_EPS_GRID), float(ODIN_TEMPERATURE)
+    eps = tuple(float(e) for e in (odin_eps if odin_eps is not None else ODIN_EPS_GRID))
+    temperature = float(odin_temperature if odin_temperature is not None else ODIN_TEMPERATURE)
+    if not eps or not all(math.isfinite(e) and e >= 0 for e in eps):
+        raise OODLensError(f"ODIN step sizes ε must be finite and ≥ 0, got {list(eps)}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise OODLensError(f"ODIN temperature T must be finite and > 0, got {temperature}")
+    return eps, temperature
 
 
 def subset_indices(dataset: ImageDataset, limit: int | None) -> list[int]:
@@ -116,83 +137,122 @@ def build_features(
     model_name: str | None = None,
     dataset_name: str | None = None,
     chunk_batches: int = DEFAULT_CHUNK_BATCHES,
+    checkpoint: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Cache ``model``'s outputs on ``dataset`` (one split) and return the entry directory.
 
     Stores logits (N, K), penultimate (N, D), prepool_max (N, C) when the model has it,
     labels / predictions / source_index (N,) int64 and, with ``with_odin``, odin_logits
-    (E, N, K) for the ε grid. A complete entry matching the request (limit, ODIN grid) is
-    reused unless ``rebuild``; one built from other weights raises
-    :class:`~ood_core.cache.store.StaleCacheError`. Corrupt images are skipped and counted.
+    (E, N, K) for the ε grid. A complete entry is reused when it matches the request (limit,
+    ODIN grid) and passes the checks a reader makes (same weights, same images, checksum,
+    finite tensors); otherwise it is rebuilt and ``log`` says why. ``rebuild`` also discards
+    the chunks of an interrupted build. ``checkpoint``: the weights file ``model`` was loaded
+    from, when not its own (the entry then lives under ``<model name>@<fingerprint>``).
+    Corrupt images are skipped and listed in the manifest by :meth:`ImageDataset.describe`.
     """
     root = Path(cache_root) if cache_root is not None else paths.cache_root()
-    model_name = model_name or model.name
+    log = log or _stderr
+    ref = ModelRef(model_name or model.name, model.fingerprint(), checkpoint)
     dataset_name = dataset_name or dataset.info.name
-    default_eps, default_temperature = _odin_defaults()
-    eps = tuple(float(e) for e in (odin_eps if odin_eps is not None else default_eps))
-    temperature = float(odin_temperature if odin_temperature is not None else default_temperature)
+    eps, temperature = _odin_settings(odin_eps, odin_temperature)
     request = _Request(limit, with_odin, eps, temperature)
-    entry = store.entry_dir(root, model_name, dataset_name, split)
-    fingerprint = model.fingerprint()
+    entry = store.entry_dir(root, ref.key, dataset_name, split)
+    label = f"{ref.key}/{dataset_name}/{split}"
+    with build_lock(entry / LOCK_FILE, f"cache entry {label}", log):
+        store.remove_stale_temp_files(entry)
+        dataset_fingerprint = dataset.fingerprint()
+        if rebuild:
+            store.remove_chunks(entry)
+        elif store.is_complete(entry):
+            stale, why = _reuse_problem(entry, ref, dataset_name, split, dataset_fingerprint, request)
+            if why is None:
+                return entry
+            if stale:  # not merely built for another request (limit, ODIN grid)
+                log(f"rebuilding {label}: it {why}")
+        _build_entry(model, dataset, entry, ref, dataset_name, split, dataset_fingerprint, request,
+                     device=store.resolve_device(device), batch_size=batch_size, num_workers=num_workers,
+                     progress=progress, on_progress=on_progress, chunk_batches=chunk_batches)
+    return entry
 
-    if rebuild:
-        store.remove_chunks(entry)
-        (entry / store.MANIFEST_FILE).unlink(missing_ok=True)
-    elif store.is_complete(entry):
-        manifest = store.read_manifest(entry, model_name, dataset_name, split)
-        if manifest.get("model_fingerprint") != fingerprint:
-            raise store.StaleCacheError(
-                f"cache entry {model_name}/{dataset_name}/{split} was built from other weights; rebuild it "
-                f"with `{store.rebuild_command(model_name, dataset_name, split)}`")
-        if request.mismatch(manifest) is None:
-            return entry
 
-    run_device = store.resolve_device(device)
-    indices = subset_indices(dataset, limit)
+def _reuse_problem(entry: Path, ref: ModelRef, dataset_name: str, split: str, dataset_fingerprint: str,
+                   request: "_Request") -> tuple[bool, str | None]:
+    """(stale, why) the complete ``entry`` cannot serve ``request``; why is None when it can.
+    Stale: a check a reader makes fails; otherwise it was built for another request."""
+    try:
+        manifest = store.read_manifest(entry, ref.key, dataset_name, split)
+        mismatch = request.mismatch(manifest)
+        if mismatch is not None:
+            return False, mismatch
+        store.load_entry(entry, ref.key, dataset_name, split,
+                         expected=store.Expected(ref.fingerprint, dataset_fingerprint))
+    except store.StaleCacheError as error:
+        return True, "; ".join(why for _, why in error.problems) or str(error)
+    return False, None
+
+
+def _build_entry(model: OODModel, dataset: ImageDataset, entry: Path, ref: ModelRef, dataset_name: str, split: str,
+                 dataset_fingerprint: str, request: "_Request", *, device: torch.device, batch_size: int,
+                 num_workers: int, progress: bool, on_progress: ProgressCallback | None, chunk_batches: int) -> None:
+    """Compute what the chunks of an interrupted build of the same plan lack, then write the entry."""
+    indices = subset_indices(dataset, request.limit)
     if not indices:
         raise OODLensError(f"dataset {dataset_name} split {split} has no images")
     per_chunk = batch_size * chunk_batches
     n_chunks = -(-len(indices) // per_chunk)
+    odin_eps = list(request.odin_eps) if request.with_odin else []
     plan = {
-        "model": model_name, "model_fingerprint": fingerprint, "dataset": dataset_name,
-        "dataset_fingerprint": dataset.fingerprint(), "split": split, "limit": limit,
+        "model": ref.name, "model_key": ref.key, "model_fingerprint": ref.fingerprint, "dataset": dataset_name,
+        "dataset_fingerprint": dataset_fingerprint, "split": split, "limit": request.limit,
         "rows_requested": len(indices), "batch_size": batch_size, "chunk_batches": chunk_batches,
         "indices_sha": hashlib.sha256(str(indices).encode()).hexdigest()[:16],
-        "with_odin": with_odin, "odin_eps": list(eps) if with_odin else [],
-        "odin_temperature": temperature, "transform": model.preprocessing.describe(),
+        "with_odin": request.with_odin, "odin_eps": odin_eps,
+        "odin_temperature": request.odin_temperature, "transform": model.preprocessing.describe(),
     }
     done = set(store.prepare_chunks(entry, plan))
     todo = [c for c in range(n_chunks) if c not in done]
-    desc = f"{model_name} / {dataset_name} / {split}"
+    desc = f"{ref.key} / {dataset_name} / {split}"
     total = len(indices)
     done_items = sum(min(per_chunk, total - c * per_chunk) for c in done)
 
     if todo:
         _run_chunks(model, dataset, entry, indices, todo, per_chunk, total, done_items, desc,
-                    device=run_device, batch_size=batch_size, num_workers=num_workers, with_odin=with_odin,
-                    eps=eps, temperature=temperature, progress=progress, on_progress=on_progress,
-                    model_name=model_name)
+                    device=device, batch_size=batch_size, num_workers=num_workers, with_odin=request.with_odin,
+                    eps=request.odin_eps, temperature=request.odin_temperature, progress=progress,
+                    on_progress=on_progress, model_name=ref.name)
     elif on_progress is not None:
         on_progress(desc, total, total)
 
     tensors, skipped = _concatenate(store.read_chunks(entry, n_chunks))
     if tensors is None:
         raise OODLensError(f"dataset {dataset_name} split {split}: none of its {total} images could be read")
+    _check_finite_outputs(tensors, desc)
+    skipped_items = [dataset.describe(i) for i in skipped]
     if skipped:
-        shown = ", ".join(str(i) for i in skipped[: store.MAX_REPORTED_SKIPS])
+        shown = ", ".join(skipped_items[: store.MAX_REPORTED_SKIPS])
         more = " ..." if len(skipped) > store.MAX_REPORTED_SKIPS else ""
         print(f"{desc}: skipped {len(skipped)} unreadable images: {shown}{more}", file=sys.stderr)
     manifest = {
-        "model": model_name, "model_fingerprint": fingerprint, "dataset": dataset_name,
-        "dataset_fingerprint": plan["dataset_fingerprint"], "split": split,
-        "transform": plan["transform"], "limit": limit,
-        "skipped_corrupt": {"count": len(skipped), "indices": skipped[: store.MAX_REPORTED_SKIPS]},
-        "odin_eps": list(eps) if with_odin else [], "odin_temperature": temperature,
+        "model": ref.name, "model_key": ref.key, "model_fingerprint": ref.fingerprint, "checkpoint": ref.checkpoint,
+        "dataset": dataset_name, "dataset_fingerprint": dataset_fingerprint, "split": split,
+        "transform": plan["transform"], "limit": request.limit,
+        "skipped_corrupt": {"count": len(skipped), "indices": skipped[: store.MAX_REPORTED_SKIPS],
+                            "items": skipped_items[: store.MAX_REPORTED_SKIPS]},
+        "odin_eps": odin_eps, "odin_temperature": request.odin_temperature,
         "class_names": list(model.class_names), "num_classes": model.num_classes,
         "feature_dim": model.feature_dim,
     }
     store.write_entry(entry, tensors, manifest)
-    return entry
+
+
+def _check_finite_outputs(tensors: dict[str, Tensor], desc: str) -> None:
+    """The model's outputs must be finite: NaN or ±inf would be ranked as if they were scores."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise OODLensError(f"{desc}: the model produced {bad} non-finite values in its {name}; "
+                               "check the model and its inputs")
 
 
 def _run_chunks(model: OODModel, dataset: ImageDataset, entry: Path, indices: list[int], todo: list[int],
@@ -293,56 +353,95 @@ def build_train_stats(
     rebuild: bool = False,
     model_name: str | None = None,
     dataset_name: str | None = None,
+    checkpoint: str | None = None,
+    log: Callable[[str], None] | None = None,
     **build_kwargs,
 ) -> Path:
     """Ensure the ID train (and val) entries exist, then compute and store the training
     statistics of :mod:`ood_core.train_stats` with the head. Returns their directory.
 
     ``build_kwargs`` go to :func:`build_features` (device, batch_size, limit, progress, ...).
-    Statistics are recomputed when either feature entry was rebuilt since. ``rebuild``
-    rebuilds the train entry and the statistics; the val entry is only built when missing.
+    Statistics are reused while they pass a reader's checks (weights, checksum, finite) and
+    were computed from the current train / val entries; otherwise they are recomputed.
+    ``rebuild`` rebuilds the train entry and the statistics; a valid val entry is kept
+    whatever its ODIN grid.
     """
     from ood_core.train_stats import compute_train_stats
 
     root = Path(cache_root) if cache_root is not None else paths.cache_root()
-    model_name = model_name or model.name
+    log = log or _stderr
+    ref = ModelRef(model_name or model.name, model.fingerprint(), checkpoint)
     dataset_name = dataset_name or train_dataset.info.name
-    build_kwargs = {**build_kwargs, "with_odin": False}
-    train_entry = build_features(model, train_dataset, "train", root, rebuild=rebuild, model_name=model_name,
-                                 dataset_name=dataset_name, **build_kwargs)
-    sources = {"train": store.manifest_digest(store.read_manifest(train_entry, model_name, dataset_name, "train"))}
-    val_entry = None
-    if val_dataset is not None:
-        val_entry = store.entry_dir(root, model_name, dataset_name, "val")
-        # Any complete val entry serves (ensure_entries builds it first, with ODIN logits).
-        if not store.is_complete(val_entry):
-            build_features(model, val_dataset, "val", root, model_name=model_name,
-                           dataset_name=dataset_name, **build_kwargs)
-        sources["val"] = store.manifest_digest(store.read_manifest(val_entry, model_name, dataset_name, "val"))
+    common = {**build_kwargs, "with_odin": False, "model_name": ref.name, "dataset_name": dataset_name,
+              "checkpoint": checkpoint, "log": log}
+    folder = store.train_stats_dir(root, ref.key, dataset_name)
+    with build_lock(folder / STATS_LOCK, f"training statistics of {ref.key}/{dataset_name}", log):
+        store.remove_stale_temp_files(folder)
+        train_entry = build_features(model, train_dataset, "train", root, rebuild=rebuild, **common)
+        entries = {"train": train_entry}
+        if val_dataset is not None:
+            val_entry = store.entry_dir(root, ref.key, dataset_name, "val")
+            # Any valid val entry of this limit serves, whatever its ODIN grid (ensure_entries
+            # builds it first, with ODIN logits); with_odin=False: only the limit is compared.
+            _, why = (True, "missing") if not store.is_complete(val_entry) else _reuse_problem(
+                val_entry, ref, dataset_name, "val", val_dataset.fingerprint(),
+                _Request(build_kwargs.get("limit"), False, (), 0.0))
+            if why is not None:
+                build_features(model, val_dataset, "val", root, **common)
+            entries["val"] = val_entry
+        sources = {split: store.manifest_digest(store.read_manifest(entry, ref.key, dataset_name, split))
+                   for split, entry in entries.items()}
+        if not rebuild:
+            why = stats_problem(root, ref, dataset_name, sources)
+            if why is None:
+                return folder
+            if why != "is missing":
+                log(f"recomputing the training statistics of {ref.key}/{dataset_name} (the stored ones: {why})")
 
-    fingerprint = model.fingerprint()
-    folder = store.train_stats_dir(root, model_name, dataset_name)
-    if not rebuild and (folder / store.TRAIN_STATS_MANIFEST).is_file():
-        try:
-            manifest = store.read_manifest(folder, model_name, dataset_name, "train", kind="train_stats",
-                                           manifest_file=store.TRAIN_STATS_MANIFEST)
-        except store.StaleCacheError:
-            manifest = {}
-        if manifest.get("sources") == sources and manifest.get("model_fingerprint") == fingerprint:
-            return folder
+        train, _ = store.load_entry(train_entry, ref.key, dataset_name, "train")
+        val_features = store.load_entry(entries["val"], ref.key, dataset_name, "val")[0]["penultimate"] \
+            if "val" in entries else None
+        labels = train["labels"]
+        if bool((labels < 0).any()):
+            raise OODLensError(f"dataset {dataset_name} train split has unlabeled images; training statistics "
+                               "need labels")
+        weight, bias = model.head_weight.detach().float().cpu(), model.head_bias.detach().float().cpu()
+        stats = compute_train_stats(train["penultimate"], train["logits"], labels, weight, bias, val_features)
+        return store.save_train_stats(root, ref.key, dataset_name, stats, weight, bias, {
+            "model_name": ref.name, "model_fingerprint": ref.fingerprint, "checkpoint": ref.checkpoint,
+            "sources": sources, "limit": build_kwargs.get("limit"), "rows": int(labels.numel()),
+        })
 
-    train, _ = store.load_entry(train_entry, model_name, dataset_name, "train")
-    val_features = store.load_entry(val_entry, model_name, dataset_name, "val")[0]["penultimate"] \
-        if val_entry is not None else None
-    labels = train["labels"]
-    if bool((labels < 0).any()):
-        raise OODLensError(f"dataset {dataset_name} train split has unlabeled images; training statistics need labels")
-    weight, bias = model.head_weight.detach().float().cpu(), model.head_bias.detach().float().cpu()
-    stats = compute_train_stats(train["penultimate"], train["logits"], labels, weight, bias, val_features)
-    return store.save_train_stats(root, model_name, dataset_name, stats, weight, bias, {
-        "model_fingerprint": fingerprint, "sources": sources,
-        "limit": build_kwargs.get("limit"), "rows": int(labels.numel()),
-    })
+
+def stats_problem(cache_root: Path, model: ModelRef, id_dataset: str, sources: dict[str, str]) -> str | None:
+    """Why the training statistics of (``model``, ``id_dataset``) cannot be used (None when they
+    can), phrased to follow "the statistics": ``"is missing"``, a failed reader check, or
+    other train / val entries than ``sources`` (``split → manifest digest``) behind them."""
+    if not (store.train_stats_dir(cache_root, model.key, id_dataset) / store.TRAIN_STATS_MANIFEST).is_file():
+        return "is missing"
+    try:
+        manifest = store.load_train_stats(cache_root, model.key, id_dataset,
+                                          expected_fingerprint=model.fingerprint)[3]
+    except store.StaleCacheError as error:
+        return "; ".join(why for _, why in error.problems) or str(error)
+    if manifest.get("sources") != sources:
+        return "were computed from other train / val entries than the cached ones"
+    return None
+
+
+def _stats_outdated(root: Path, ref: ModelRef, id_dataset: str) -> bool:
+    """From the manifests alone: the statistics are missing or were computed from other train /
+    val entries than the cached ones (their other checks are left to the reader)."""
+    try:
+        manifest = store.read_manifest(store.train_stats_dir(root, ref.key, id_dataset), ref.key, id_dataset,
+                                       store.TRAIN_STATS_LABEL, kind="train_stats",
+                                       manifest_file=store.TRAIN_STATS_MANIFEST)
+        sources = {split: store.manifest_digest(store.read_manifest(store.entry_dir(root, ref.key, id_dataset, split),
+                                                                    ref.key, id_dataset, split))
+                   for split in ("train", "val")}
+    except store.StaleCacheError:
+        return True
+    return manifest.get("sources") != sources
 
 
 def ensure_entries(
@@ -361,74 +460,72 @@ def ensure_entries(
     progress: bool = True,
     rebuild: bool = False,
     on_progress: ProgressCallback | None = None,
-    check_fingerprint: bool = True,
     log: Callable[[str], None] | None = None,
     reuse_cached_limit: bool = False,
     checkpoint: str | None = None,
+    verify: bool = True,
+    model: tuple[OODModel, ModelRef] | None = None,
 ) -> dict[tuple[str, str], Path]:
-    """Build whatever is missing for (model, ID dataset, OOD datasets), by name.
+    """Build whatever is missing or stale for (model, ID dataset, OOD datasets), by name.
 
     ID train / val / test entries, the training statistics, and each OOD set's test entry.
     ODIN logits go to ID val/test and OOD test entries (never train) when ``with_odin``.
-    Returns ``{(dataset, split): entry directory}``. The model is only constructed when
-    something must be built, or to check fingerprints (``check_fingerprint``).
-    Entries built with another ``limit`` are rebuilt, except that with
-    ``reuse_cached_limit`` and ``limit=None`` the ID test entry's limit is adopted (use
-    what is cached; the report CLI and the app do this). ``checkpoint`` is a local weights
-    file for the model (its fingerprint then differs from the default weights' cache).
+    Returns ``{(dataset, split): entry directory}`` under the canonical dataset names.
+
+    ``verify`` (what ``python -m precompute`` does): every existing entry must pass a reader's
+    checks or it is rebuilt, the log saying why. Without it (the report and the app, which
+    check on reading), only missing entries and entries built for another request are built.
+    Entries built with another ``limit`` are rebuilt, except that with ``reuse_cached_limit``
+    and ``limit=None`` the ID test entry's limit is adopted (use what is cached).
+    ``checkpoint``: a local weights file for the model (its entries then live under
+    ``<model>@<fingerprint>``); ``model``: the model and its :class:`ModelRef` when the caller
+    has already built them. The whole benchmark is locked while this runs.
     """
-    from ood_core.datasets import create_dataset, dataset_info
-    from ood_core.models import create_model
+    from ood_core.datasets import canonical_dataset_name, create_dataset
 
-    for name in (id_dataset, *ood_datasets):  # unknown names fail now, before any work
-        dataset_info(name)
+    id_dataset = canonical_dataset_name(id_dataset)  # unknown names fail now, before any work
+    ood_list = [name for name in dict.fromkeys(canonical_dataset_name(n) for n in ood_datasets) if name != id_dataset]
+    eps, temperature = _odin_settings(odin_eps, odin_temperature)
     root = Path(cache_root) if cache_root is not None else paths.cache_root()
-    log = log or (lambda message: print(message, file=sys.stderr))
-    ood_list = [name for name in dict.fromkeys(ood_datasets) if name != id_dataset]
-    default_eps, default_temperature = _odin_defaults()
-    eps = tuple(float(e) for e in (odin_eps if odin_eps is not None else default_eps))
-    temperature = float(odin_temperature if odin_temperature is not None else default_temperature)
-    id_test = store.entry_dir(root, model_name, id_dataset, "test")
-    if reuse_cached_limit and limit is None and not rebuild and store.is_complete(id_test):
-        limit = store.read_manifest(id_test, model_name, id_dataset, "test").get("limit")
-    wanted = [(id_dataset, "train", False), (id_dataset, "val", with_odin), (id_dataset, "test", with_odin)]
-    wanted += [(name, "test", with_odin) for name in ood_list]
+    log = log or _stderr
+    net, ref = model if model is not None else load_model(model_name, checkpoint, root)
+    common = dict(device=device, batch_size=batch_size, limit=limit, num_workers=num_workers, odin_eps=eps,
+                  odin_temperature=temperature, progress=progress, on_progress=on_progress, model_name=ref.name,
+                  checkpoint=ref.checkpoint, log=log)
+    with build_lock(store.train_stats_dir(root, ref.key, id_dataset) / BENCHMARK_LOCK,
+                    f"benchmark {ref.key}/{id_dataset}", log):
+        id_test = store.entry_dir(root, ref.key, id_dataset, "test")
+        if reuse_cached_limit and limit is None and not rebuild and store.is_complete(id_test):
+            try:
+                common["limit"] = store.read_manifest(id_test, ref.key, id_dataset, "test").get("limit")
+            except store.StaleCacheError:
+                pass
+        request = _Request(common["limit"], with_odin, eps, temperature)
 
-    def needs_build(dataset: str, split: str, odin: bool) -> bool:
-        entry = store.entry_dir(root, model_name, dataset, split)
-        if rebuild or not store.is_complete(entry):
-            return True
-        manifest = store.read_manifest(entry, model_name, dataset, split)
-        return _Request(limit, odin, eps, temperature).mismatch(manifest) is not None
+        def unverified_ok(dataset: str, split: str, odin: bool) -> bool:
+            """Without ``verify``: complete and built for this request (a reader checks the rest)."""
+            entry = store.entry_dir(root, ref.key, dataset, split)
+            if rebuild or not store.is_complete(entry):
+                return False
+            try:
+                manifest = store.read_manifest(entry, ref.key, dataset, split)
+            except store.StaleCacheError:
+                return True  # the reader names it, with the command that repairs it
+            return _Request(request.limit, odin, eps, temperature).mismatch(manifest) is None
 
-    stats_folder = store.train_stats_dir(root, model_name, id_dataset)
-    missing = [w for w in wanted if needs_build(*w)]
-    if not missing and not check_fingerprint and (stats_folder / store.TRAIN_STATS_MANIFEST).is_file():
-        return {(d, s): store.entry_dir(root, model_name, d, s) for d, s, _ in wanted}
-
-    model = create_model(model_name, **({"checkpoint": checkpoint} if checkpoint else {}))
-    common = dict(device=device, batch_size=batch_size, limit=limit, num_workers=num_workers,
-                  odin_eps=eps, odin_temperature=temperature, progress=progress, on_progress=on_progress,
-                  model_name=model_name)
-    if check_fingerprint:
-        fingerprint = model.fingerprint()
-        for dataset, split, _ in wanted:
-            entry = store.entry_dir(root, model_name, dataset, split)
-            if not rebuild and store.is_complete(entry):
-                manifest = store.read_manifest(entry, model_name, dataset, split)
-                if manifest.get("model_fingerprint") != fingerprint:
-                    raise store.StaleCacheError(
-                        f"cache entry {model_name}/{dataset}/{split} was built from other weights; rebuild it "
-                        f"with `{store.rebuild_command(model_name, dataset, split)}`")
-    for dataset, split, _ in missing:
-        log(f"building {model_name} / {dataset} / {split}")
-    out: dict[tuple[str, str], Path] = {}
-    # val and test first (with ODIN), so train stats find val already built.
-    for dataset, split, odin in wanted[1:]:
-        out[(dataset, split)] = build_features(model, create_dataset(dataset, split), split, root,
-                                               with_odin=odin, rebuild=rebuild,
-                                               dataset_name=dataset, **common)
-    build_train_stats(model, create_dataset(id_dataset, "train"), create_dataset(id_dataset, "val"), root,
-                      rebuild=rebuild, dataset_name=id_dataset, **common)
-    out[(id_dataset, "train")] = store.entry_dir(root, model_name, id_dataset, "train")
+        out: dict[tuple[str, str], Path] = {}
+        # val and test first (with ODIN), so the training statistics find val already built.
+        for dataset, split in [(id_dataset, "val"), (id_dataset, "test"), *((name, "test") for name in ood_list)]:
+            if not verify and unverified_ok(dataset, split, with_odin):
+                out[(dataset, split)] = store.entry_dir(root, ref.key, dataset, split)
+                continue
+            out[(dataset, split)] = build_features(net, create_dataset(dataset, split), split, root,
+                                                   with_odin=with_odin, rebuild=rebuild, dataset_name=dataset,
+                                                   **common)
+        # The statistics follow the train / val entries (val may just have been rebuilt for ODIN).
+        if verify or not unverified_ok(id_dataset, "train", False) or _stats_outdated(root, ref, id_dataset):
+            build_train_stats(net, create_dataset(id_dataset, "train"), create_dataset(id_dataset, "val"), root,
+                              rebuild=rebuild, dataset_name=id_dataset,
+                              **{k: v for k, v in common.items() if k not in {"odin_eps", "odin_temperature"}})
+        out[(id_dataset, "train")] = store.entry_dir(root, ref.key, id_dataset, "train")
     return out

@@ -9,9 +9,15 @@ Layout (docs/architecture.md)::
     <root>/<model>/<dataset>/<split>/chunks/00000.safetensors  partial results while building
     <root>/<model>/<id dataset>/train_stats.{safetensors,json}
 
+``<model>`` is the model's registered name for its own weights and ``<name>@<fingerprint>``
+for another checkpoint (``--checkpoint``), so two checkpoints never share an entry.
+
 Every write goes to a temporary file in the same directory, is fsync'ed, then
 ``os.replace``'d into place, so a crash never leaves a half-written file under a final
-name. No pickle anywhere: tensors are safetensors, metadata is JSON.
+name; each manifest records the sha256 of its tensor file. Every read checks the entry's
+identity (model, dataset, split), the model and dataset fingerprints it is given, the
+checksum, the tensors' shapes and that they are finite, and refuses a stale entry with
+:class:`StaleCacheError`. No pickle anywhere: tensors are safetensors, metadata strict JSON.
 """
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ import re
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,13 +42,14 @@ from ood_core import __version__
 from ood_core.registry import OODLensError
 from ood_core.scorers.base import FeatureSet
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sha256 checksums, model keys and dataset fingerprints checked on read
 FEATURES_FILE = "features.safetensors"
 MANIFEST_FILE = "manifest.json"
 CHUNKS_DIR = "chunks"
 CHUNK_PLAN_FILE = "plan.json"
 TRAIN_STATS_FILE = "train_stats.safetensors"
 TRAIN_STATS_MANIFEST = "train_stats.json"
+TRAIN_STATS_LABEL = "train_stats"  # the "split" that names training statistics in messages
 TOOL = f"ood-lens {__version__}"
 
 # Tensors every features entry holds, and the optional ones.
@@ -50,21 +59,38 @@ MAX_REPORTED_SKIPS = 20
 
 
 class StaleCacheError(OODLensError):
-    """A cache entry is missing, incomplete, corrupt, of another format, or built from other weights."""
+    """A cache entry is missing, incomplete, corrupt, of another format, or built from other
+    weights or other images. ``problems``: ``(entry label, why)`` for each entry concerned; the
+    message names them and the one command that rebuilds them."""
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 def rebuild_command(model: str, dataset: str, split: str) -> str:
-    """The shell command that rebuilds one entry (quoted in every staleness message)."""
+    """The shell command that rebuilds one entry (quoted in single-entry staleness messages)."""
     return f"python -m precompute --model {model} --dataset {dataset} --split {split} --rebuild"
 
 
 def _stale(model: str, dataset: str, split: str, why: str) -> StaleCacheError:
-    return StaleCacheError(f"cache entry {model}/{dataset}/{split} {why}; rebuild it with "
-                           f"`{rebuild_command(model, dataset, split)}`")
+    label = f"{model}/{dataset}/{split}"
+    return StaleCacheError(f"cache entry {label} {why}; rebuild it with `{rebuild_command(model, dataset, split)}`",
+                           problems=((label, why),))
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a cache entry must have been built from to be read: the weights' fingerprint and the
+    dataset's current fingerprint (None: not checked). Its model key, dataset and split are
+    checked against the names the entry is read under."""
+
+    model_fingerprint: str | None = None
+    dataset_fingerprint: str | None = None
 
 
 # -- paths ------------------------------------------------------------------------
-_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+_SAFE = re.compile(r"^[A-Za-z0-9._@-]+$")
 
 
 def safe_name(name: str) -> str:
@@ -101,33 +127,67 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_replace(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, fsync the result, then rename it onto ``path``."""
+TEMP_SUFFIX = ".tmp"
+
+
+def _atomic_replace(path: Path, write: Any) -> str:
+    """Call ``write(tmp_path)``, fsync the result, then rename it onto ``path``; returns the
+    sha256 (hex) of what was written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        digest = hashlib.sha256()
         with open(tmp, "rb+") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return digest.hexdigest()
 
 
 def atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write ``payload`` as indented JSON to ``path`` atomically."""
-    text = json.dumps(payload, indent=2, sort_keys=False)
+    """Write ``payload`` as indented strict JSON to ``path`` atomically (NaN / inf raise ``ValueError``)."""
+    text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=False)
     _atomic_replace(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
 
 
-def atomic_save_tensors(path: Path, tensors: Mapping[str, Tensor]) -> None:
-    """Write named tensors as one safetensors file atomically (tensors are copied to CPU)."""
+def atomic_save_tensors(path: Path, tensors: Mapping[str, Tensor]) -> str:
+    """Write named tensors as one safetensors file atomically (tensors are copied to CPU);
+    returns the file's sha256 (hex), which the manifest records."""
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    _atomic_replace(path, lambda tmp: save_file(cpu, str(tmp)))
+    return _atomic_replace(path, lambda tmp: save_file(cpu, str(tmp)))
+
+
+def remove_stale_temp_files(folder: Path) -> None:
+    """Delete the temporary files an interrupted writer left in ``folder`` and its chunks.
+    Call it holding the folder's build lock: then no live writer owns them."""
+    for directory in (folder, folder / CHUNKS_DIR):
+        if directory.is_dir():
+            for leftover in directory.glob(f".*{TEMP_SUFFIX}"):
+                leftover.unlink(missing_ok=True)
+
+
+@lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    """sha256 of a file, memoised per process by its identity (any write changes ctime)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of the file at ``path``."""
+    stat = path.stat()
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
 def _now() -> str:
@@ -203,7 +263,7 @@ def write_entry(entry: Path, tensors: Mapping[str, Tensor], manifest: Mapping[st
             "rows": int(tensors["logits"].shape[0]), "shapes": shapes, "dtypes": dtypes,
             "created": manifest.get("created") or _now(), "build_id": uuid.uuid4().hex, "tool": TOOL}
     (entry / MANIFEST_FILE).unlink(missing_ok=True)  # an old manifest must not vouch for new tensors
-    atomic_save_tensors(entry / FEATURES_FILE, tensors)
+    full["checksums"] = {FEATURES_FILE: atomic_save_tensors(entry / FEATURES_FILE, tensors)}
     atomic_write_json(entry / MANIFEST_FILE, full)
     remove_chunks(entry)
 
@@ -235,12 +295,29 @@ def read_manifest(entry: Path, model: str = "?", dataset: str = "?", split: str 
     return manifest
 
 
-def _check_fingerprint(manifest: Mapping[str, Any], expected: str | None, model: str, dataset: str,
-                       split: str) -> None:
-    if expected is not None and manifest.get("model_fingerprint") != expected:
+def check_provenance(manifest: Mapping[str, Any], expected: Expected | None, model: str, dataset: str,
+                      split: str) -> None:
+    """The entry is what the caller asks for: its recorded identity and fingerprints match."""
+    recorded = (manifest.get("model_key", manifest.get("model")), manifest.get("dataset"),
+                manifest.get("split") if manifest.get("kind") == "features" else TRAIN_STATS_LABEL)
+    if "?" not in (model, dataset, split) and recorded != (model, dataset, split):
+        raise _stale(model, dataset, split, f"holds the manifest of {'/'.join(map(str, recorded))}")
+    if expected is None:
+        return
+    if expected.model_fingerprint is not None and manifest.get("model_fingerprint") != expected.model_fingerprint:
         raise _stale(model, dataset, split,
                      f"was built from other weights (fingerprint {manifest.get('model_fingerprint')}, "
-                     f"the model now registered has {expected})")
+                     f"the model now has {expected.model_fingerprint})")
+    if expected.dataset_fingerprint is not None and manifest.get("dataset_fingerprint") != expected.dataset_fingerprint:
+        raise _stale(model, dataset, split, "was built from other images (the dataset's images changed since)")
+
+
+def _check_checksum(path: Path, manifest: Mapping[str, Any], model: str, dataset: str, split: str) -> None:
+    recorded = (manifest.get("checksums") or {}).get(path.name)
+    if recorded is None:
+        raise _stale(model, dataset, split, f"records no checksum for {path.name}")
+    if file_sha256(path) != recorded:
+        raise _stale(model, dataset, split, f"has a {path.name} that does not match its checksum (changed on disk)")
 
 
 def _check_tensors(tensors: Mapping[str, Tensor], manifest: Mapping[str, Any], model: str, dataset: str,
@@ -251,6 +328,10 @@ def _check_tensors(tensors: Mapping[str, Tensor], manifest: Mapping[str, Any], m
     rows = manifest.get("rows")
     if "logits" in tensors and rows != tensors["logits"].shape[0]:
         raise _stale(model, dataset, split, f"has {tensors['logits'].shape[0]} rows, its manifest says {rows}")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise _stale(model, dataset, split, f"holds {bad} non-finite value{'s' if bad != 1 else ''} in {name}")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -271,25 +352,36 @@ def _upcast(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
             for name, t in tensors.items()}
 
 
-def load_entry(entry: Path, model: str = "?", dataset: str = "?", split: str = "?", *,
-               device: str | torch.device = "cpu",
-               expected_fingerprint: str | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """(tensors on ``device``, manifest) of a features entry, validated.
-
-    Raises :class:`StaleCacheError` for a missing manifest or tensor file, a format
-    mismatch, tensors that do not match the manifest, or (when ``expected_fingerprint``
-    is given) a model fingerprint different from it.
-    """
-    manifest = read_manifest(entry, model, dataset, split)
-    _check_fingerprint(manifest, expected_fingerprint, model, dataset, split)
-    path = entry / FEATURES_FILE
+def _load_checked(path: Path, manifest: Mapping[str, Any], device: str | torch.device, model: str, dataset: str,
+                  split: str) -> dict[str, Tensor]:
+    """The tensor file of an entry, after its checksum, then its shapes and finiteness, are checked."""
     if not path.is_file():
-        raise _stale(model, dataset, split, f"has a manifest but no {FEATURES_FILE}")
+        raise _stale(model, dataset, split, f"has a manifest but no {path.name}")
+    _check_checksum(path, manifest, model, dataset, split)
     try:
         tensors = _load_to_device(path, resolve_device(device))
     except Exception as exc:  # truncated / foreign file
-        raise _stale(model, dataset, split, f"has an unreadable {FEATURES_FILE} ({exc})") from None
+        raise _stale(model, dataset, split, f"has an unreadable {path.name} ({exc})") from None
     _check_tensors(tensors, manifest, model, dataset, split)
+    return tensors
+
+
+def load_entry(entry: Path, model: str = "?", dataset: str = "?", split: str = "?", *,
+               device: str | torch.device = "cpu", expected: Expected | None = None,
+               expected_fingerprint: str | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(tensors on ``device``, manifest) of a features entry, validated.
+
+    ``model`` is the model key the entry lives under. Raises :class:`StaleCacheError` for a
+    missing manifest or tensor file, a format mismatch, a manifest of another entry, a model or
+    dataset fingerprint other than ``expected``'s (``expected_fingerprint``: the model's alone),
+    a file that does not match its checksum, tensors that do not match the manifest, or
+    non-finite values.
+    """
+    if expected is None and expected_fingerprint is not None:
+        expected = Expected(model_fingerprint=expected_fingerprint)
+    manifest = read_manifest(entry, model, dataset, split)
+    check_provenance(manifest, expected, model, dataset, split)
+    tensors = _load_checked(entry / FEATURES_FILE, manifest, device, model, dataset, split)
     return _upcast(tensors), manifest
 
 
@@ -332,7 +424,7 @@ def save_train_stats(cache_root: Path | str, model: str, id_dataset: str, stats:
             **manifest, "stats": sorted(stats), "shapes": shapes, "dtypes": dtypes,
             "created": _now(), "build_id": uuid.uuid4().hex, "tool": TOOL}
     (folder / TRAIN_STATS_MANIFEST).unlink(missing_ok=True)
-    atomic_save_tensors(folder / TRAIN_STATS_FILE, tensors)
+    full["checksums"] = {TRAIN_STATS_FILE: atomic_save_tensors(folder / TRAIN_STATS_FILE, tensors)}
     atomic_write_json(folder / TRAIN_STATS_MANIFEST, full)
     return folder
 
@@ -340,22 +432,15 @@ def save_train_stats(cache_root: Path | str, model: str, id_dataset: str, stats:
 def load_train_stats(cache_root: Path | str, model: str, id_dataset: str, *,
                      device: str | torch.device = "cpu", expected_fingerprint: str | None = None
                      ) -> tuple[dict[str, Tensor], Tensor, Tensor, dict[str, Any]]:
-    """(stats, head_weight (K, D), head_bias (K,), manifest), validated like a features entry."""
+    """(stats, head_weight (K, D), head_bias (K,), manifest), validated like a features entry
+    (``model``: the model key; staleness messages call it ``<model>/<id dataset>/train_stats``)."""
     folder = train_stats_dir(cache_root, model, id_dataset)
-    manifest = read_manifest(folder, model, id_dataset, "train", kind="train_stats",
+    manifest = read_manifest(folder, model, id_dataset, TRAIN_STATS_LABEL, kind="train_stats",
                              manifest_file=TRAIN_STATS_MANIFEST)
-    _check_fingerprint(manifest, expected_fingerprint, model, id_dataset, "train")
-    path = folder / TRAIN_STATS_FILE
-    if not path.is_file():
-        raise _stale(model, id_dataset, "train", f"has a manifest but no {TRAIN_STATS_FILE}")
-    try:
-        tensors = _load_to_device(path, resolve_device(device))
-    except Exception as exc:
-        raise _stale(model, id_dataset, "train", f"has an unreadable {TRAIN_STATS_FILE} ({exc})") from None
-    shapes, _ = describe_tensors(tensors)
-    if shapes != manifest.get("shapes"):
-        raise _stale(model, id_dataset, "train", "has training statistics that do not match their manifest")
-    tensors = _upcast(tensors)
+    check_provenance(manifest, Expected(model_fingerprint=expected_fingerprint), model, id_dataset,
+                      TRAIN_STATS_LABEL)
+    tensors = _upcast(_load_checked(folder / TRAIN_STATS_FILE, manifest, device, model, id_dataset,
+                                    TRAIN_STATS_LABEL))
     head_weight = tensors.pop("head_weight")
     head_bias = tensors.pop("head_bias")
     return tensors, head_weight, head_bias, manifest
@@ -363,8 +448,8 @@ def load_train_stats(cache_root: Path | str, model: str, id_dataset: str, *,
 
 # -- listing ------------------------------------------------------------------------------
 def list_cached(cache_root: Path | str) -> dict[str, dict[str, list[str]]]:
-    """Complete entries under ``cache_root``: ``{model: {dataset: [splits]}}``, names as
-    recorded in the manifests, sorted."""
+    """Complete entries under ``cache_root``: ``{model key: {dataset: [splits]}}``, names as
+    recorded in the manifests (``name@fingerprint`` for another checkpoint), sorted."""
     found: dict[str, dict[str, list[str]]] = {}
     root = Path(cache_root)
     if not root.is_dir():
@@ -378,7 +463,8 @@ def list_cached(cache_root: Path | str) -> dict[str, dict[str, list[str]]]:
             continue
         if not (manifest_path.parent / FEATURES_FILE).is_file():
             continue
-        model, dataset, split = manifest.get("model"), manifest.get("dataset"), manifest.get("split")
+        model = manifest.get("model_key", manifest.get("model"))
+        dataset, split = manifest.get("dataset"), manifest.get("split")
         if not (model and dataset and split):
             continue
         found.setdefault(model, {}).setdefault(dataset, []).append(split)

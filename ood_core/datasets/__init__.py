@@ -19,23 +19,31 @@ A source module registers a builder ``(split, **kw) -> ImageDataset`` together w
 
 A prefix name (ending in ``:``) receives the rest of the name as its first argument and
 may pass a callable ``rest -> DatasetInfo`` as its info.
+
+A built-in set whose identity is a version (generated data, a checksummed archive) also
+registers ``fingerprint=split -> items``, the same items its datasets' ``fingerprint_items``
+give: :func:`dataset_fingerprint` then identifies it without unpacking or generating
+anything. Other sets (folders) are identified by building them (a scan of their files).
 """
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable, Iterable, Union
 
 from ood_core.datasets.base import (
     DatasetInfo,
     ImageDataset,
     TransformedDataset,
     collate_skip_corrupt,
+    fingerprint_of,
 )
-from ood_core.registry import OODLensError, Registry, UnknownNameError
+from ood_core.registry import OODLensError, Registry, unknown_name
 
 __all__ = [
     "DATASETS",
     "DatasetInfo",
     "ImageDataset",
+    "canonical_dataset_name",
+    "dataset_fingerprint",
     "TransformedDataset",
     "collate_skip_corrupt",
     "create_dataset",
@@ -52,24 +60,30 @@ InfoSpec = Union[DatasetInfo, Callable[[str], DatasetInfo], None]
 # name -> DatasetInfo (prefix names -> a factory of the rest of the name); filled at
 # registration so that dataset_info() never builds a dataset.
 _INFOS: dict[str, InfoSpec] = {}
+# name -> split -> the items identifying that split (built-in sets identified by a version).
+_FINGERPRINTS: dict[str, Callable[[str], Iterable[object]]] = {}
 
 
 Builder = Callable[..., ImageDataset]
 
 
-def register_dataset(name: str, info: InfoSpec = None) -> Callable[[Builder], Builder]:
+def register_dataset(name: str, info: InfoSpec = None,
+                     fingerprint: Callable[[str], Iterable[object]] | None = None) -> Callable[[Builder], Builder]:
     """Decorator registering a dataset builder ``(split, **kw) -> ImageDataset`` under ``name``.
 
     Same as ``DATASETS.register(name)``, plus the optional ``info`` recorded for
     :func:`dataset_info` (a :class:`DatasetInfo`, or for a prefix name ``"x:"`` a callable
     mapping the rest of the name to one). Without ``info``, :func:`dataset_info` falls back
-    to building the dataset once.
+    to building the dataset once. ``fingerprint(split)``: the items that identify a split
+    without building it (must equal what the built dataset's ``fingerprint_items`` gives).
     """
     register = DATASETS.register(name)
 
     def decorator(builder: Builder) -> Builder:
         register(builder)
         _INFOS[name] = info
+        if fingerprint is not None:
+            _FINGERPRINTS[name] = fingerprint
         return builder
 
     return decorator
@@ -87,7 +101,7 @@ def _info_spec(name: str) -> tuple[InfoSpec, str | None]:
     for prefix, spec in _INFOS.items():
         if prefix.endswith(":") and name.startswith(prefix) and len(name) > len(prefix):
             return spec, name[len(prefix):]
-    raise UnknownNameError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+    raise unknown_name("dataset", name, list_datasets())
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -105,6 +119,27 @@ def dataset_info(name: str) -> DatasetInfo:
     if rest is None:
         _INFOS[name] = info
     return info
+
+
+def canonical_dataset_name(name: str) -> str:
+    """The name under which ``name`` is cached: ``folder:<path>`` with the folder's absolute,
+    resolved path (so one relative name from two working directories never shares an entry);
+    every other name as it is. Unknown names raise :class:`UnknownNameError`."""
+    _info_spec(name)
+    if name.startswith("folder:"):
+        from ood_core.datasets.folders import canonical_folder
+
+        return "folder:" + canonical_folder(name[len("folder:"):])
+    return name
+
+
+def dataset_fingerprint(name: str, split: str) -> str:
+    """What identifies the samples of ``name``/``split`` now (16 hex chars), as recorded in the
+    cache at build time: a version for built-in sets (nothing unpacked or generated), the
+    files' paths, sizes and modification times for folders (a scan)."""
+    if name in _FINGERPRINTS:
+        return fingerprint_of(name, split, _FINGERPRINTS[name](split))
+    return create_dataset(name, split).fingerprint()
 
 
 def create_dataset(name: str, split: str = "test", **kw) -> ImageDataset:

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
+
+
+def fingerprint_of(name: str, split: str, items: Iterable[object]) -> str:
+    """16 hex chars of sha256 over ``name``, ``split`` and each item (one line each)."""
+    digest = hashlib.sha256(f"{name}|{split}".encode())
+    for item in items:
+        digest.update(f"\n{item}".encode())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -53,15 +61,19 @@ class ImageDataset(Dataset):
         return image, self.label(index)
 
     def fingerprint(self) -> str:
-        """A stable identifier of the exact samples (16 hex chars)."""
-        digest = hashlib.sha256(f"{self.info.name}|{self.split}|{len(self)}".encode())
-        for key in self.fingerprint_items():
-            digest.update(str(key).encode())
-        return digest.hexdigest()[:16]
+        """A stable identifier of the exact samples (16 hex chars): :func:`fingerprint_of` the
+        name, split and :meth:`fingerprint_items`. The cache records it at build time and
+        compares it on every read (``ood_core.datasets.dataset_fingerprint``)."""
+        return fingerprint_of(self.info.name, self.split, self.fingerprint_items())
 
-    def fingerprint_items(self):
-        """What identifies the samples (file names, indices, seeds); subclasses refine."""
-        return range(0)
+    def fingerprint_items(self) -> Iterable[object]:
+        """What identifies the samples (file names, sizes and times, versions, seeds); subclasses
+        refine. The default, the number of samples, suits only data that cannot change."""
+        return (f"n={len(self)}",)
+
+    def describe(self, index: int) -> str:
+        """How to find item ``index`` (a file's relative path for folders); used to list skipped files."""
+        return f"item {index}"
 
 
 class TransformedDataset(Dataset):

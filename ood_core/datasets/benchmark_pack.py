@@ -33,6 +33,7 @@ from ood_core.datasets import register_dataset
 from ood_core.datasets.base import DatasetInfo, ImageDataset
 from ood_core.datasets.folders import ImageFolderDataset
 from ood_core.datasets.splits import stratified_split
+from ood_core.locks import build_lock
 from ood_core.registry import OODLensError
 
 __all__ = [
@@ -123,6 +124,31 @@ def _verify(path: Path, relative: str) -> str:
     return actual
 
 
+PACK_FILES: dict[str, tuple[str, ...]] = {
+    "cifar10": ("cifar10-train1k.tar.gz", "cifar10-test.tar.gz"),
+    "isun": ("isun.tar.gz",),
+    "dtd10": ("dtd10.tar.gz",),
+    "mnist": ("mnist-test/t10k-images-idx3-ubyte.gz", "mnist-test/t10k-labels-idx1-ubyte.gz"),
+}
+PACK_VERSION = 1  # bump when a builder here reads the same files differently
+
+
+def pack_identity(name: str, split: str) -> tuple[str, ...]:
+    """What identifies a pack set's split without unpacking it: the reader's version, the
+    split rule and each source file's sha256 as ``SHA256SUMS`` lists it (its size and
+    modification time where the pack has no such list)."""
+    items = [f"pack-v{PACK_VERSION}"]
+    if name == "cifar10" and split != "train":
+        items.append(f"held-out val {CIFAR10_VAL_SIZE}, seed {SPLIT_SEED}")
+    for relative in PACK_FILES[name]:
+        expected = _expected_sha256(relative)
+        if expected is None:
+            stat = pack_file(relative).stat()
+            expected = f"size={stat.st_size} mtime_ns={stat.st_mtime_ns}"
+        items.append(f"{relative}:{expected}")
+    return tuple(items)
+
+
 def _read_marker(folder: Path) -> dict | None:
     try:
         return json.loads((folder / MARKER_NAME).read_text())
@@ -138,8 +164,9 @@ def unpack_tarball(dataset: str, relative: str) -> Path:
     """Unpack the pack's tarball ``relative`` into ``cache_root()/datasets/<dataset>/<stem>/``.
 
     Reuses an earlier unpack when its marker matches the tarball's size and mtime (no
-    hashing then). Otherwise verifies the sha256, extracts into a temporary sibling folder
-    and ``os.replace``-s it into place (a concurrent unpacker that wins the race is fine).
+    hashing then). Otherwise, holding a lock beside the folder (a concurrent unpacker waits,
+    then reuses the result), removes what a killed unpack left, verifies the sha256,
+    extracts into a temporary sibling folder and ``os.replace``-s it into place.
 
     Returns:
         the folder holding the tarball's contents.
@@ -153,29 +180,28 @@ def unpack_tarball(dataset: str, relative: str) -> Path:
     if _matches(_read_marker(destination), identity):
         return destination
 
-    sha256 = _verify(tarball, relative)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{stem}.unpacking-", dir=destination.parent))
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; the unpacked folder is a normal one
-    try:
-        with tarfile.open(tarball) as archive:
-            archive.extractall(staging, filter="data")  # "data": no absolute paths, links out, devices
-        (staging / MARKER_NAME).write_text(json.dumps({**identity, "sha256": sha256}))
+    with build_lock(destination.parent / f".{stem}.lock", f"the unpacked {relative}"):
+        # Holding the lock, no other unpacker is at work: staging folders are a killed one's.
+        for leftover in destination.parent.glob(f".{stem}.unpacking-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         if _matches(_read_marker(destination), identity):
-            return destination  # a concurrent unpacker finished first; ours is discarded
-        if destination.exists():  # stale (pack changed, or unpacked without a marker)
-            shutil.rmtree(destination)
+            return destination  # another process unpacked it while this one waited
+        sha256 = _verify(tarball, relative)
+        staging = Path(tempfile.mkdtemp(prefix=f".{stem}.unpacking-", dir=destination.parent))
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the unpacked folder is a normal one
         try:
+            with tarfile.open(tarball) as archive:
+                archive.extractall(staging, filter="data")  # "data": no absolute paths, links out, devices
+            (staging / MARKER_NAME).write_text(json.dumps({**identity, "sha256": sha256}))
+            if destination.exists():  # stale (pack changed, or unpacked without a marker)
+                shutil.rmtree(destination)
             os.replace(staging, destination)
-        except OSError:
-            # Another process put a complete folder there first: use it if it matches.
-            if not _matches(_read_marker(destination), identity):
-                raise
-    except tarfile.TarError as error:
-        raise OODLensError(f"cannot unpack {tarball}: {error}") from error
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        except tarfile.TarError as error:
+            raise OODLensError(f"cannot unpack {tarball}: {error}") from error
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
     return destination
 
 
@@ -198,12 +224,18 @@ def _check_split(name: str, split: str) -> None:
         raise OODLensError(f"dataset {name!r} has no split {split!r}; its splits are: {', '.join(splits)}")
 
 
-@register_dataset("cifar10", INFOS["cifar10"])
+def _identified(name: str):
+    """``fingerprint=`` for :func:`register_dataset`: the pack identity of ``name``'s splits."""
+    return lambda split: pack_identity(name, split)
+
+
+@register_dataset("cifar10", INFOS["cifar10"], fingerprint=_identified("cifar10"))
 def build_cifar10(split: str = "test", **kw) -> ImageFolderDataset:
     """CIFAR-10 from the pack; ``val`` and ``test`` are disjoint parts of the pack's test set."""
     _check_split("cifar10", split)
     root = _cifar10_folder("train1k" if split == "train" else "test")
-    dataset = ImageFolderDataset(root, split=split, name="cifar10", labelled=True, info=INFOS["cifar10"])
+    dataset = ImageFolderDataset(root, split=split, name="cifar10", labelled=True, info=INFOS["cifar10"],
+                                 identity=pack_identity("cifar10", split))
     if dataset.class_names != CIFAR10_CLASSES:
         raise OODLensError(f"unexpected CIFAR-10 class folders in {root}: {', '.join(dataset.class_names)}")
     if split == "train":
@@ -212,20 +244,22 @@ def build_cifar10(split: str = "test", **kw) -> ImageFolderDataset:
     return dataset.select(val if split == "val" else test, split)
 
 
-@register_dataset("isun", INFOS["isun"])
+@register_dataset("isun", INFOS["isun"], fingerprint=_identified("isun"))
 def build_isun(split: str = "test", **kw) -> ImageFolderDataset:
     """iSUN patches (unlabeled)."""
     _check_split("isun", split)
     root = unpack_tarball("isun", "isun.tar.gz") / "iSUN" / "iSUN_patches"
-    return ImageFolderDataset(root, split=split, name="isun", labelled=False, info=INFOS["isun"])
+    return ImageFolderDataset(root, split=split, name="isun", labelled=False, info=INFOS["isun"],
+                              identity=pack_identity("isun", split))
 
 
-@register_dataset("dtd10", INFOS["dtd10"])
+@register_dataset("dtd10", INFOS["dtd10"], fingerprint=_identified("dtd10"))
 def build_dtd10(split: str = "test", **kw) -> ImageFolderDataset:
     """DTD, 10 classes, as an OOD set (labels -1)."""
     _check_split("dtd10", split)
     root = unpack_tarball("dtd10", "dtd10.tar.gz") / "dtd10"
-    return ImageFolderDataset(root, split=split, name="dtd10", labelled=False, info=INFOS["dtd10"])
+    return ImageFolderDataset(root, split=split, name="dtd10", labelled=False, info=INFOS["dtd10"],
+                              identity=pack_identity("dtd10", split))
 
 
 def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
@@ -267,11 +301,10 @@ class MNISTDigits(ImageDataset):
         return Image.fromarray(self.digits[index])  # 2-D uint8 → mode "L"
 
     def fingerprint_items(self) -> Iterator[str]:
-        for path in self._files:
-            yield f"{path.name}:{path.stat().st_size}"
+        return iter(pack_identity("mnist", self.split))
 
 
-@register_dataset("mnist", INFOS["mnist"])
+@register_dataset("mnist", INFOS["mnist"], fingerprint=_identified("mnist"))
 def build_mnist(split: str = "test", **kw) -> MNISTDigits:
     """MNIST test digits from the pack's IDX files (read directly, nothing unpacked)."""
     _check_split("mnist", split)

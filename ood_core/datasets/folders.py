@@ -8,7 +8,9 @@ Layouts (like torchvision's ``ImageFolder``):
 
 Image files are matched by extension (case-insensitive); hidden files and folders are
 ignored. Paths are sorted, so the order (and therefore every index, split and cache row)
-is deterministic.
+is deterministic. Symbolic links are followed, but no directory is entered twice (a link
+back into the tree, or a second link to the same folder, is skipped), so a link loop can
+never multiply the images.
 """
 from __future__ import annotations
 
@@ -33,10 +35,20 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _walk_images(folder: Path) -> Iterator[Path]:
-    """Every image file under ``folder`` (recursive, hidden entries skipped, unsorted)."""
+def _walk_images(folder: Path, visited: set[tuple[int, int]] | None = None) -> Iterator[Path]:
+    """Every image file under ``folder`` (recursive, hidden entries skipped, unsorted).
+
+    Links are followed, but each real directory (device, inode) is entered once: ``visited``
+    is shared by the scans of one folder, so a loop or a duplicate link adds nothing.
+    """
+    visited = set() if visited is None else visited
     for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        identity = os.stat(directory)
+        if (identity.st_dev, identity.st_ino) in visited:
+            subdirs[:] = []
+            continue
+        visited.add((identity.st_dev, identity.st_ino))
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         for name in files:
             if _is_image(name):
                 yield Path(directory, name)
@@ -61,15 +73,18 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[Path], list[int], t
     entries = [e for e in os.scandir(root) if not e.name.startswith(".")]
     class_dirs = sorted(e.name for e in entries if e.is_dir())
     top_images = [e for e in entries if e.is_file() and _is_image(e.name)]
+    visited = {(os.stat(root).st_dev, os.stat(root).st_ino)}
     if class_dirs and not top_images:
         # Labelled: one class per top-level sub-folder (kept even if empty, so label indices
         # always equal the position in the sorted class list).
-        pairs = sorted((path, label) for label, name in enumerate(class_dirs) for path in _walk_images(root / name))
+        pairs = sorted((path, label) for label, name in enumerate(class_dirs)
+                       for path in _walk_images(root / name, visited))
         paths = [p for p, _ in pairs]
         labels = [label for _, label in pairs]
         class_names: tuple[str, ...] = tuple(class_dirs)
     else:
-        paths = sorted(_walk_images(root))
+        visited.clear()  # the root itself is walked now
+        paths = sorted(_walk_images(root, visited))
         labels = [-1] * len(paths)
         class_names = ()
     if not paths:
@@ -90,14 +105,17 @@ class ImageFolderDataset(ImageDataset):
             used as an OOD set, e.g. ``dtd10``); ``True`` requires class sub-folders.
         info: the :class:`DatasetInfo` to expose (default: built from the scan).
         indices: keep only these positions of the sorted scan (held-out splits), in order.
+        identity: what identifies a built-in folder (its pack file's checksum and version);
+            None (any other folder) identifies it by its files' paths, sizes and times.
 
     Items are ``(PIL.Image | None, label)``; the image is returned in its file's own mode.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "test", name: str | None = None, *,
                  labelled: bool | None = None, info: DatasetInfo | None = None,
-                 indices: Sequence[int] | None = None) -> None:
+                 indices: Sequence[int] | None = None, identity: Sequence[str] | None = None) -> None:
         self.root = Path(root).expanduser()
+        self.identity = tuple(identity) if identity is not None else None
         self.split = split
         paths, labels, class_names = scan_image_folder(self.root)
         if labelled and not class_names:
@@ -145,10 +163,19 @@ class ImageFolderDataset(ImageDataset):
     def label(self, index: int) -> int:
         return self.labels[index]
 
+    def describe(self, index: int) -> str:
+        return self.paths[index].relative_to(self.root).as_posix()
+
     def fingerprint_items(self) -> Iterator[str]:
-        """``"<path relative to root>:<size in bytes>"`` per item, in order."""
+        """A built-in folder's ``identity``; any other folder: its resolved absolute path, then
+        ``"<path relative to root>:<size in bytes>:<mtime in ns>"`` per item, in order."""
+        if self.identity is not None:
+            yield from self.identity
+            return
+        yield str(self.root.resolve())
         for path in self.paths:
-            yield f"{path.relative_to(self.root).as_posix()}:{path.stat().st_size}"
+            stat = path.stat()
+            yield f"{path.relative_to(self.root).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _folder_info(rest: str) -> DatasetInfo:
@@ -160,6 +187,11 @@ def _folder_info(rest: str) -> DatasetInfo:
         splits=("test",),
         source=rest,
     )
+
+
+def canonical_folder(path: str) -> str:
+    """``folder:<path>`` names one folder whatever the working directory: its absolute, resolved path."""
+    return str(Path(path).expanduser().resolve())
 
 
 @register_dataset("folder:", _folder_info)

@@ -9,6 +9,7 @@ says how to fetch them on a machine with network (or where ``$OOD_LENS_DATA`` sh
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from PIL import Image
@@ -97,8 +98,29 @@ class TorchvisionDataset(ImageDataset):
         return self.labels[index]
 
     def fingerprint_items(self) -> Iterator[str]:
+        """The torchvision class and size, the indices kept, and the size and modification
+        time of every file of the dataset's own folder (a re-download changes them)."""
         yield f"{type(self.dataset).__name__}:{len(self.dataset)}"
         yield from map(str, self.indices)
+        base, files = _own_files(self.dataset)
+        for path in files:
+            stat = path.stat()
+            yield f"{path.relative_to(base).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _own_files(dataset: Dataset) -> tuple[Path, list[Path]]:
+    """(base, files): the files of this torchvision dataset alone, not of the shared data root
+    (CIFAR: ``root/base_folder``; MNIST-like: ``raw_folder``; SVHN: ``root/filename``)."""
+    root = Path(getattr(dataset, "root", ""))
+    for attribute in ("base_folder", "raw_folder"):
+        sub = getattr(dataset, attribute, None)
+        folder = root / sub if isinstance(sub, str) else None
+        if folder is not None and folder.is_dir():
+            return folder, sorted(p for p in folder.rglob("*") if p.is_file())
+    filename = getattr(dataset, "filename", None)
+    if isinstance(filename, str) and (root / filename).is_file():
+        return root, [root / filename]
+    return root, []
 
 
 def _register(name: str, class_name: str, info: DatasetInfo) -> None:

@@ -6,6 +6,8 @@ wrong and how to point to another file (``checkpoint=`` in Python, ``--checkpoin
 """
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +20,17 @@ from ood_core.registry import OODLensError
 # Wrapper keys under which training scripts commonly nest the weights (DICE: "state_dict").
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict")
 _HOW_TO_OVERRIDE = "pass checkpoint=<path> (CLI: --checkpoint PATH)"
+
+
+def _load_failure(error: BaseException) -> str:
+    """What ``torch.load`` objected to, without its advice to turn the safe loader off."""
+    text = str(error)
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, flags=re.S)
+    if detail:
+        return f"{type(error).__name__}: {' '.join(detail.group(1).split())[:200]}"
+    if "weights_only" in text:
+        return type(error).__name__
+    return error_summary(error)
 
 
 def error_summary(error: BaseException, limit: int = 200) -> str:
@@ -60,10 +73,14 @@ def read_state_dict(path: str | Path, strip_prefix: str | None = "module.") -> d
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}; {_HOW_TO_OVERRIDE}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before it refuses
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle / zip / EOF / weights_only errors all mean "unreadable"
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({error_summary(error)}); {_HOW_TO_OVERRIDE}"
+            f"cannot read checkpoint {path}: it is not a PyTorch file of plain tensors ({_load_failure(error)}); "
+            f"OOD Lens loads weights with weights_only=True, which never runs code from the file; "
+            f"{_HOW_TO_OVERRIDE}"
         ) from error
     state_dict = loaded
     if isinstance(loaded, Mapping):

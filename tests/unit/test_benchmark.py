@@ -41,16 +41,18 @@ def test_load_builds_everything_then_reuses_it(tmp_path: Path, registered) -> No
     assert store.read_manifest(store.entry_dir(tmp_path, MODEL, ID, "train")).get("odin_eps") == []
 
     again = _load(tmp_path)
-    assert registered["model"] == 1  # nothing to build, fingerprints not checked: no model constructed
+    assert registered["model"] == 2  # nothing built, but the model is constructed to check its fingerprint
     assert again.fingerprint == bench.fingerprint
     torch.testing.assert_close(again.id_test.logits, bench.id_test.logits)
-    _load(tmp_path, check_fingerprint=True)
-    assert registered["model"] == 2
+    assert again.rows == {f"{ID}/test": 24, f"{OOD_A}/test": 12, f"{OOD_B}/test": 15}
+    assert again.limit is None and again.skipped == {} and again.model_key == MODEL
 
 
 def test_load_without_building_reports_missing_entries(tmp_path: Path, registered) -> None:
-    with pytest.raises(store.StaleCacheError, match="--rebuild"):
+    with pytest.raises(store.StaleCacheError, match=f"python -m precompute --model {MODEL} --id {ID} "
+                                                    f"--ood {OOD_A} {OOD_B} --cache-dir") as caught:
         _load(tmp_path, build_missing=False)
+    assert len(caught.value.problems) == 5  # ID test, val, two OOD sets, the train entry: named at once
 
 
 def test_evaluate_method_matches_direct_computation(tmp_path: Path, registered) -> None:
@@ -103,7 +105,9 @@ def test_changed_weights_are_detected(tmp_path: Path, registered, monkeypatch, f
     _load(tmp_path)
     monkeypatch.setitem(MODELS._builders, MODEL, lambda **kw: fake_model(name=MODEL, seed=5))
     with pytest.raises(store.StaleCacheError, match="other weights"):
-        _load(tmp_path, check_fingerprint=True)
+        _load(tmp_path)
+    with pytest.raises(store.StaleCacheError, match="other weights"):
+        _load(tmp_path, build_missing=False)
 
 
 def _synthetic_benchmark(n_id: int = 10_000, n_ood: tuple[int, ...] = (8_925, 1_200, 10_000), d: int = 342,
@@ -144,3 +148,25 @@ def _time_energy_and_metrics() -> None:
     assert len(result.metrics) == 3
     # Target is a few tens of ms; the bound leaves room for a loaded 2-core machine.
     assert min(timings) < 0.25, f"energy + all metrics on a CIFAR-scale benchmark took {min(timings) * 1000:.0f} ms"
+
+
+def test_non_finite_scores_name_the_method_and_its_setting(tmp_path: Path, registered, monkeypatch) -> None:
+    """Found: NaN scores were ranked (``energy.temperature=nan`` printed 0.0 / 0.0 with exit 0).
+    Now a method whose scores are not finite at some setting is an error naming both."""
+    from ood_core.metrics import NonFiniteScoresError
+    from ood_core.scorers import SCORERS
+    from ood_core.scorers.base import Param, Scorer
+
+    class HoleyEnergy(Scorer):
+        name, title, paper = "holey-energy", "Holey energy", "a test double"
+        params = (Param("cut", 5.0, low=0.0, high=10.0, step=0.5, help="scores above cut become NaN"),)
+
+        def score(self, feats, **hparams):
+            scores = energy(feats.logits)
+            return scores.masked_fill(scores > self.resolve(hparams)["cut"], float("nan"))
+
+    monkeypatch.setitem(SCORERS._builders, "holey-energy", HoleyEnergy)
+    bench = _load(tmp_path)
+    assert evaluate_method(bench, "holey-energy", {"cut": 10.0}).average.auroc > 0.5  # finite: fine
+    with pytest.raises(NonFiniteScoresError, match=r"holey-energy \(cut=0.5\): \d+ non-finite ID scores"):
+        evaluate_method(bench, "holey-energy", {"cut": 0.5})

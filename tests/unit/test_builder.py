@@ -115,13 +115,13 @@ def test_corrupt_images_are_skipped_counted_and_reported(tmp_path: Path, fake_mo
     model, data = fake_model(), fake_dataset(n=12, corrupt=(3, 7))
     entry = build_features(model, data, "test", tmp_path, batch_size=4, chunk_batches=1, progress=False)
     tensors, manifest = store.load_entry(entry)
-    assert manifest["skipped_corrupt"] == {"count": 2, "indices": [3, 7]}
+    assert manifest["skipped_corrupt"] == {"count": 2, "indices": [3, 7], "items": ["item 3", "item 7"]}
     assert manifest["rows"] == 10
     assert tensors["source_index"].tolist() == [i for i in range(12) if i not in (3, 7)]
     ref, _ = _reference(model, data)
     torch.testing.assert_close(tensors["logits"], ref.logits)
     err = capsys.readouterr().err
-    assert err.count("skipped 2 unreadable images: 3, 7") == 1
+    assert err.count("skipped 2 unreadable images: item 3, item 7") == 1
 
 
 def test_corrupt_file_in_an_image_folder(tmp_path: Path, fake_model) -> None:
@@ -139,6 +139,7 @@ def test_corrupt_file_in_an_image_folder(tmp_path: Path, fake_model) -> None:
                            dataset_name=f"folder:{folder}")
     tensors, manifest = store.load_entry(entry)
     assert manifest["skipped_corrupt"]["count"] == 1 and manifest["rows"] == 4
+    assert manifest["skipped_corrupt"]["items"] == ["2.png"]  # listed by path, relative to the folder
     assert torch.all(tensors["labels"] == -1)
 
 
@@ -155,13 +156,17 @@ def test_logit_check_catches_a_broken_wrapper(tmp_path: Path, fake_model, fake_d
 
 
 def test_other_weights_make_the_entry_stale(tmp_path: Path, fake_model, fake_dataset) -> None:
+    """A reader refuses an entry built from other weights; the builder rebuilds it, saying why."""
     data = fake_dataset(n=6)
-    build_features(fake_model(seed=0), data, "test", tmp_path, progress=False)
+    entry = build_features(fake_model(seed=0), data, "test", tmp_path, progress=False)
     other = fake_model(seed=1)
-    with pytest.raises(StaleCacheError, match="--rebuild"):
-        build_features(other, data, "test", tmp_path, progress=False)
-    entry = build_features(other, data, "test", tmp_path, progress=False, rebuild=True)
+    with pytest.raises(StaleCacheError, match="other weights"):
+        store.load_entry(entry, "tiny", "mem", "test", expected_fingerprint=other.fingerprint())
+    logs: list[str] = []
+    assert build_features(other, data, "test", tmp_path, progress=False, log=logs.append) == entry
     assert store.read_manifest(entry)["model_fingerprint"] == other.fingerprint()
+    assert logs == ["rebuilding tiny/mem/test: it was built from other weights "
+                    f"(fingerprint {fake_model(seed=0).fingerprint()}, the model now has {other.fingerprint()})"]
 
 
 def test_odin_logits_match_the_perturbation(tmp_path: Path, fake_model, fake_dataset) -> None:

@@ -109,7 +109,12 @@ def test_tampered_manifest_is_stale(entry: Path, field: str, value) -> None:
 
 def test_tensors_replaced_behind_the_manifest_are_stale(entry: Path) -> None:
     store.atomic_save_tensors(entry / store.FEATURES_FILE, _tensors(n=7))
-    with pytest.raises(StaleCacheError, match="do not match"):
+    with pytest.raises(StaleCacheError, match="does not match its checksum"):
+        store.load_entry(entry, "m", "d", "test")
+    manifest = json.loads((entry / store.MANIFEST_FILE).read_text())  # a manifest vouching for them
+    manifest["checksums"] = {store.FEATURES_FILE: store.file_sha256(entry / store.FEATURES_FILE)}
+    (entry / store.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(StaleCacheError, match="do not match its manifest"):
         store.load_entry(entry, "m", "d", "test")
 
 

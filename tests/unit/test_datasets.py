@@ -324,7 +324,8 @@ def test_unpack_is_atomic_verified_and_redone_when_the_pack_changes(tmp_path: Pa
     dataset = create_dataset("isun")
     assert len(dataset) == 3 and dataset[2][0].getpixel((0, 0)) == (2, 2, 2)
     assert sorted(p.name for p in pack.iterdir()) == ["SHA256SUMS", "isun.tar.gz"]
-    assert [p.name for p in (cache / "datasets" / "isun").iterdir()] == ["isun"]  # no temp left
+    # no temporary folder left (the lock file that serialises unpackers stays)
+    assert sorted(p.name for p in (cache / "datasets" / "isun").iterdir()) == [".isun.lock", "isun"]
     # A new tarball (different size) is noticed through the marker and unpacked again.
     _fake_pack(pack, {f"iSUN/iSUN_patches/{i}.png": _png(i) for i in range(5)})
     assert len(create_dataset("isun")) == 5
@@ -341,7 +342,8 @@ def test_checksum_mismatch_and_unsafe_tarballs_raise(tmp_path: Path, monkeypatch
     with pytest.raises(OODLensError, match="cannot unpack"):
         create_dataset("isun")
     assert not (tmp_path / "outside.png").exists()
-    assert not any((tmp_path / "cache" / "datasets" / "isun").iterdir())  # staging cleaned up
+    left = [p.name for p in (tmp_path / "cache" / "datasets" / "isun").iterdir()]
+    assert left == [".isun.lock"]  # staging cleaned up
 
 
 def test_missing_pack_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -134,5 +134,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
                   "--format", "csv", "--quiet", cache=tmp_path, module="ood_core.report")
     assert report.returncode == 0, report.stderr
     lines = report.stdout.strip().splitlines()
-    assert lines[0] == "method,ood,fpr95,auroc,aupr_in,aupr_out"
+    # the stable columns first, then what the figures come from (the subset is disclosed)
+    assert lines[0] == ("method,ood,fpr95,auroc,aupr_in,aupr_out,degenerate,id_rows,ood_rows,limit,skipped,"
+                        "model_fingerprint")
+    assert all(line.split(",")[9] == "100" for line in lines[1:])
     assert any(line.startswith("odin,demo-letters,") for line in lines)

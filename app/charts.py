@@ -93,13 +93,18 @@ def heatmap(z: np.ndarray, *, x: Sequence, y: Sequence, title: str = "", x_title
 
 
 def sweep_figure(values: np.ndarray, axes: Sequence[tuple[str, Sequence]], *, best: tuple[int, ...],
-                 oracle: tuple[int, ...], title: str) -> go.Figure:
-    """A sweep's grid (line for one axis, heatmap for two) with the validation-best point and
-    the test-tuned oracle point marked."""
+                 oracle: tuple[int, ...], title: str, degenerate: np.ndarray | None = None) -> go.Figure:
+    """A sweep's grid (line for one axis, heatmap for two) with the validation-best point, the
+    test-tuned oracle point and the degenerate points (bool grid, never selected) marked."""
     labels = [[f"{v:g}" if isinstance(v, float) else str(v) for v in values_] for _, values_ in axes]
+    flagged = np.argwhere(np.asarray(degenerate, dtype=bool)) if degenerate is not None else np.empty((0, len(axes)))
+    degenerate_marker = dict(size=11, symbol="circle-open", color="#6b7280", line=dict(width=2))
     if len(axes) == 1:
         fig = go.Figure()
         fig.add_scatter(x=labels[0], y=_as_float32(values), mode="lines+markers", name=title)
+        if len(flagged):
+            fig.add_scatter(x=[labels[0][i] for (i,) in flagged], y=[float(values[i]) for (i,) in flagged],
+                            mode="markers", name="degenerate (not selectable)", marker=degenerate_marker)
         fig.add_scatter(x=[labels[0][best[0]]], y=[float(values[best])], mode="markers", name="best on validation",
                         marker=dict(size=14, symbol="star", color="#16a34a"))
         fig.add_scatter(x=[labels[0][oracle[0]]], y=[float(values[oracle])], mode="markers",
@@ -108,6 +113,9 @@ def sweep_figure(values: np.ndarray, axes: Sequence[tuple[str, Sequence]], *, be
         return fig
     fig = heatmap(np.asarray(values, np.float32), x=labels[1], y=labels[0], title=title,
                   x_title=axes[1][0], y_title=axes[0][0])
+    if len(flagged):
+        fig.add_scatter(x=[labels[1][j] for _, j in flagged], y=[labels[0][i] for i, _ in flagged], mode="markers",
+                        name="degenerate (not selectable)", marker=degenerate_marker)
     fig.add_scatter(x=[labels[1][best[1]]], y=[labels[0][best[0]]], mode="markers", name="best on validation",
                     marker=dict(size=16, symbol="star", color="#16a34a", line=dict(color="white", width=1)))
     fig.add_scatter(x=[labels[1][oracle[1]]], y=[labels[0][oracle[0]]], mode="markers",

@@ -1,7 +1,9 @@
 """The Compare page's metrics table as a DataFrame, and its CSV / LaTeX / Markdown exports.
 
 Rows: methods; columns: (OOD set or "average", metric). Rates are percentages (the papers'
-convention). Only formatting here: every number comes from ``MethodResult.metrics``.
+convention). Only formatting here: every number comes from ``MethodResult.metrics``. A
+method at a degenerate setting (``MethodResult.degenerate``) is labelled with
+:data:`DEGENERATE_MARK` and never marked best.
 """
 from __future__ import annotations
 
@@ -17,6 +19,13 @@ METRICS: dict[str, tuple[str, bool]] = {
     "aupr_out": ("AUPR-Out ↑", False),
 }
 OOD_POSITIVE_LABEL = "FPR95 (OOD+) ↓"
+DEGENERATE_MARK = "‡"
+
+
+def row_label(method: str, result: object, titles: Mapping[str, str] | None = None) -> str:
+    """A method's row label: its title, with the degenerate mark when its setting is degenerate."""
+    title = (titles or {}).get(method, method)
+    return f"{title} {DEGENERATE_MARK}" if getattr(result, "degenerate", ()) else title
 
 
 def metrics_table(results: Mapping[str, object], oods: Sequence[str], *, ood_positive: bool = False,
@@ -37,7 +46,7 @@ def metrics_table(results: Mapping[str, object], oods: Sequence[str], *, ood_pos
                 else:
                     row[(ood, label)] = 100.0 * getattr(m, attribute)
         row[("", "ID acc.")] = 100.0 * result.id_accuracy
-        rows[(titles or {}).get(method, method)] = row
+        rows[row_label(method, result, titles)] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     frame.index.name = "method"
@@ -49,12 +58,14 @@ def lower_is_better(column: tuple[str, str]) -> bool:
 
 
 def best_per_column(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """Column → index label of its best method (min for ↓ columns, max otherwise; ID acc. excluded)."""
+    """Column → index label of its best method (min for ↓ columns, max otherwise; ID acc. and
+    degenerate rows excluded)."""
+    ranked = frame.loc[[label for label in frame.index if not str(label).endswith(DEGENERATE_MARK)]]
     best = {}
     for column in frame.columns:
-        if column[1] == "ID acc." or frame[column].isna().all():
+        if column[1] == "ID acc." or ranked.empty or ranked[column].isna().all():
             continue
-        best[column] = frame[column].idxmin() if lower_is_better(column) else frame[column].idxmax()
+        best[column] = ranked[column].idxmin() if lower_is_better(column) else ranked[column].idxmax()
     return best
 
 

@@ -62,10 +62,11 @@ def _device() -> str:
 
 @st.cache_resource(max_entries=6, show_spinner=False)
 def get_benchmark(model: str, id_dataset: str, oods: tuple[str, ...]) -> bench_api.Benchmark:
-    """The benchmark for (model, ID, OOD sets), loaded once per process and shared by all sessions.
+    """The benchmark for (model key, ID, OOD sets), loaded once per process and shared by all
+    sessions; every entry is checked on loading (weights, images, checksums, finite values).
 
     Never builds (a cached function must not draw the progress bar: Streamlit would replay
-    it); :func:`load_benchmark_with_progress` builds the missing demo cache first.
+    it); :func:`load_benchmark_with_progress` builds (or repairs) the demo cache first.
     """
     return bench_api.load_benchmark(model, id_dataset, list(oods), device=_device(), build_missing=False,
                                     progress=False)
@@ -74,8 +75,10 @@ def get_benchmark(model: str, id_dataset: str, oods: tuple[str, ...]) -> bench_a
 def load_benchmark_with_progress(model: str, id_dataset: str, oods: tuple[str, ...]) -> bench_api.Benchmark:
     """:func:`get_benchmark`; on the demo's first launch, build its cache under an ``st.progress`` bar.
 
-    Only the embedded demo is built from the app; other models read what ``precompute``
-    built (whatever its ``limit``): the app never runs a model over a dataset otherwise.
+    Only the embedded demo is built (or, when stale, rebuilt) from the app; other models read
+    what ``precompute`` built (whatever its ``limit``), and a stale entry is shown as the
+    one-line error naming the command that rebuilds it: the app never runs a model over a
+    dataset otherwise.
     """
     try:
         return get_benchmark(model, id_dataset, tuple(oods))
@@ -89,7 +92,7 @@ def load_benchmark_with_progress(model: str, id_dataset: str, oods: tuple[str, .
 
     try:
         bench_api.load_benchmark(model, id_dataset, list(oods), device="cpu", build_missing=True, progress=False,
-                                 on_progress=on_progress, build_device=_device())
+                                 on_progress=on_progress, build_device=_device(), repair=True, log=lambda _: None)
     finally:
         bar.empty()
     return get_benchmark(model, id_dataset, tuple(oods))
@@ -110,14 +113,16 @@ def evaluate(bench: bench_api.Benchmark, method: str, hparams: Mapping[str, Any]
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def get_model(model: str):
-    """The model, in eval mode, for scoring uploads (the only place the app runs it)."""
-    import torch
+def get_model(model_key: str, fingerprint: str):
+    """The model of a cache key (its checkpoint too), in eval mode, for scoring uploads (the only
+    place the app runs it); ``fingerprint``: the benchmark's, which these weights must have."""
+    from ood_core.cache.provenance import load_model
+    from ood_core.cache.store import StaleCacheError
 
-    from ood_core.models import create_model
-
-    net = create_model(model).eval()
-    return net.to("cuda" if torch.cuda.is_available() else "cpu")
+    net, ref = load_model(model_key)
+    if ref.fingerprint != fingerprint:
+        raise StaleCacheError(f"{model_key}'s weights changed since its cache was loaded; reload the page")
+    return net.eval().to(_device())
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

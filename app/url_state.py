@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import streamlit as st
 
-from ood_core.scorers.base import Param
+from ood_core.scorers.base import HyperparameterError, Param
 
 LIST_KEYS = ("ood", "methods")
 SCALAR_KEYS = ("page", "model", "id", "method")
@@ -59,17 +59,14 @@ def initial_page() -> str | None:
     return st.session_state.pop("url_page", None)
 
 
-def parse_param(param: Param, raw: Any) -> Any:
-    """A URL string (or any value) → a valid value of ``param``; its default if invalid."""
+def parse_param(param: Param, raw: Any) -> tuple[Any, str | None]:
+    """(value, notice): a URL string validated like every other hyperparameter value
+    (:meth:`Param.validate`); an invalid one is dropped for the default, and the notice says so."""
     try:
-        if param.kind == "choice":
-            for choice in param.choices:
-                if str(choice) == str(raw) or choice == raw:
-                    return choice
-            return param.default
-        return param.validate(raw)
-    except (TypeError, ValueError):
-        return param.default
+        return param.validate(raw), None
+    except HyperparameterError as error:
+        return param.default, (f"Ignored {URL_PARAM_PREFIX}{param.name}={raw} from the address ({error}); "
+                                f"using the default {format_value(param.default)}.")
 
 
 def pending_param(name: str) -> Any | None:

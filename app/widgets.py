@@ -35,8 +35,8 @@ def log_options(param: Param) -> list[float]:
 
 
 def _snap(param: Param, value: Any) -> Any:
-    """``value`` made acceptable to ``param``'s widget (in range, on a log option, ...)."""
-    value = url_state.parse_param(param, value)
+    """``value`` (already valid for ``param``) placed on ``param``'s widget (a log option, ...)."""
+    value = param.validate(value)
     if param.kind in {"float", "int"} and param.log:
         options = log_options(param)
         return min(options, key=lambda o: abs(np.log(max(o, 1e-12)) - np.log(max(float(value), 1e-12))))
@@ -52,7 +52,10 @@ def _initialise(param: Param) -> str:
     key = widget_key(param)
     from_url = url_state.pending_param(param.name)
     if from_url is not None:
-        st.session_state[key] = _snap(param, from_url)
+        value, notice = url_state.parse_param(param, from_url)
+        if notice:
+            st.warning(notice, icon="⚠️")
+        st.session_state[key] = _snap(param, value)
     elif key not in st.session_state:
         st.session_state[key] = _snap(param, param.default)
     else:

@@ -52,6 +52,10 @@ def render() -> None:
                   else "FPR95 follows the papers (ID positive)."))
     st.dataframe(_highlight_best(frame, flat), key="metrics_table", width="stretch",
                  on_select="ignore")
+    for method, result in results.items():
+        if result.degenerate:
+            st.caption(f"{export.DEGENERATE_MARK} {titles[method]}: degenerate setting, never marked best "
+                       f"({'; '.join(result.degenerate)}).")
     downloads = st.columns(3)
     stem = f"ood-lens_{bench.model}_{bench.id_dataset}"
     downloads[0].download_button("CSV", export.to_csv(frame), f"{stem}.csv", "text/csv", key="export_csv")

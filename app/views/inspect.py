@@ -51,7 +51,7 @@ def render() -> None:
         return
     image, caption = picked
     try:
-        model = resources.get_model(bench.model)
+        model = resources.get_model(bench.model_key, bench.model_fingerprint)
         id_scores, usable = {}, []
         for method in methods:
             try:

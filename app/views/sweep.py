@@ -55,22 +55,31 @@ def render() -> None:
         st.info("Set the grid and press **Run sweep**.")
         return
     result = stored[1]
-    figure = st.radio("Show", ["val_fpr95", "val_auroc", "test_fpr95", "test_auroc"], key="sweep_figure",
-                      horizontal=True)
+    figure = st.radio("Show", ["val_fpr95", "val_auroc", "test_fpr95", "test_auroc", "test_id_accuracy"],
+                      key="sweep_figure", horizontal=True)
     st.plotly_chart(charts.sweep_figure(100 * result.grid(figure), result.axes, best=result.best_index,
-                                        oracle=result.oracle_index, title=f"{method}: {figure} (%)"),
+                                        oracle=result.oracle_index, title=f"{method}: {figure} (%)",
+                                        degenerate=result.degenerate),
                     width="stretch", key="sweep_chart")
-    rows = {
-        "best on validation": {**result.best.params, "val FPR95": 100 * result.best.val_fpr95,
-                               "test FPR95": 100 * result.best.test_fpr95, "test AUROC": 100 * result.best.test_auroc},
-        "oracle (test-tuned, optimistic)": {**result.oracle.params, "val FPR95": 100 * result.oracle.val_fpr95,
-                                            "test FPR95": 100 * result.oracle.test_fpr95,
-                                            "test AUROC": 100 * result.oracle.test_auroc},
-    }
-    table = pd.DataFrame.from_dict({k: {n: v if isinstance(v, float) else str(v) for n, v in row.items()}
-                                    for k, row in rows.items()}, orient="index")
+    rows = {"best on validation": result.best, "oracle (test-tuned, optimistic)": result.oracle}
+    table = pd.DataFrame.from_dict({label: _point_row(point) for label, point in rows.items()}, orient="index")
     st.dataframe(table, key="sweep_table", width="stretch")
-    st.caption("Report the validation-selected point; the oracle point was tuned on the test sets.")
+    st.caption("Report the validation-selected point; the oracle point was tuned on the test sets. "
+               "Degenerate points (collapsed or tied scores, a head at chance) are never selected.")
+    if result.degenerate.any():
+        st.warning(f"{int(result.degenerate.sum())} of {result.degenerate.size} grid points are degenerate and "
+                   "were not considered; they are marked in the chart and the table below.", icon="⚠️")
+    with st.expander("Every grid point (ID accuracy of the head included)", expanded=bool(result.degenerate.any())):
+        everything = pd.DataFrame([_point_row(point) for point in result.points])
+        st.dataframe(everything, key="sweep_points", width="stretch", hide_index=True)
+
+
+def _point_row(point) -> dict:
+    """One grid point as a table row: its hyperparameters, figures in %, head accuracy, degeneracy."""
+    return {**{name: value if isinstance(value, float) else str(value) for name, value in point.params.items()},
+            "val FPR95": 100 * point.val_fpr95, "test FPR95": 100 * point.test_fpr95,
+            "test AUROC": 100 * point.test_auroc, "ID accuracy (test)": 100 * point.test_id_accuracy,
+            "degenerate": "; ".join(point.val_degenerate + point.test_degenerate) or "no"}
 
 
 if __name__ == "__main__":

@@ -46,10 +46,15 @@ def live_panel(bench, method: str, oods: tuple[str, ...]) -> None:
         st.error(resources.friendly_error(error))
         return
     average, base = result.average, default.average
+    if result.degenerate:  # named beside the metrics, never shown as a win
+        st.warning(f"Degenerate setting: {'; '.join(result.degenerate)}. These figures cannot be compared "
+                   "with other settings or methods.", icon="⚠️")
+    delta_colour = "off" if result.degenerate else "inverse"
     cols = st.columns(4)
     cols[0].metric("FPR95 (avg, ↓)", _pct(average.fpr95), f"{100 * (average.fpr95 - base.fpr95):+.2f} pt vs defaults",
-                   delta_color="inverse")
-    cols[1].metric("AUROC (avg, ↑)", _pct(average.auroc), f"{100 * (average.auroc - base.auroc):+.2f} pt vs defaults")
+                   delta_color=delta_colour)
+    cols[1].metric("AUROC (avg, ↑)", _pct(average.auroc), f"{100 * (average.auroc - base.auroc):+.2f} pt vs defaults",
+                   delta_color="off" if result.degenerate else "normal")
     cols[2].metric("ID accuracy of the head", _pct(result.id_accuracy),
                    f"{100 * (result.id_accuracy - result.base_id_accuracy):+.2f} pt vs the unmodified model")
     if reference is not None:
@@ -63,7 +68,7 @@ def live_panel(bench, method: str, oods: tuple[str, ...]) -> None:
                       if reference is not None else {})}
             for name, m in result.metrics.items()}
     st.dataframe(pd.DataFrame.from_dict(rows, orient="index").round(2), key="tune_table", width="stretch")
-    threshold = metrics.threshold_at_95_tpr(result.id_scores)
+    threshold = next(iter(result.metrics.values())).threshold  # the 95 %-TPR threshold on ID test scores
     left, right = st.columns(2)
     left.plotly_chart(charts.score_histograms(result.id_scores, result.ood_scores, threshold=threshold,
                                               title=f"{resources.method_title(method)} scores"),

@@ -22,8 +22,8 @@ TIMEOUT = 90
 
 
 @pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory):
-    """Build the demo cache once into a temporary OOD_LENS_CACHE (shared by every test).
+def demo_cache(request):
+    """Point OOD_LENS_CACHE at the session's demo cache (``tests/conftest.py``), built once.
 
     ``OOD_LENS_APP_TEST_BENCH=model:id:ood1,ood2`` runs the module against an existing
     ``$OOD_LENS_CACHE`` instead (e.g. a small resnet20-cifar10 cache), nothing built.
@@ -32,27 +32,13 @@ def demo_cache(tmp_path_factory):
 
     import streamlit as st
 
-    from ood_core.registry import OODLensError
-
     override = os.environ.get("OOD_LENS_APP_TEST_BENCH")
     with pytest.MonkeyPatch.context() as patch:
         if override:
             model, id_dataset, oods = override.split(":")
             config = {"model": model, "id": id_dataset, "ood": oods}
         else:
-            root = tmp_path_factory.mktemp("ood-lens-cache")
-            patch.setenv("OOD_LENS_CACHE", str(root))
-            try:
-                from ood_core.models import create_model
-
-                create_model("demo-cnn")
-            except OODLensError as error:
-                pytest.fail(f"demo model unavailable: {error}")
-            from ood_core.benchmark import load_benchmark
-
-            from app import resources
-
-            load_benchmark(resources.DEMO_MODEL, resources.DEMO_ID, list(resources.DEMO_OODS), progress=False)
+            patch.setenv("OOD_LENS_CACHE", str(request.getfixturevalue("demo_cache_root")))
             config = {}
         st.cache_resource.clear()
         st.cache_data.clear()
@@ -183,3 +169,38 @@ def test_neurons_overlap_slider_changes_the_statistic(demo_cache):
     at.slider(key="neurons_over").set_value(0.0)
     run(at)
     assert at.metric[0].value != before
+
+
+def test_tune_names_a_degenerate_setting(demo_cache):
+    """Found: LINe with δ at its minimum showed FPR95 0.00 % in green ("−44 pt vs defaults")
+    while AUROC was 50 % and the head's ID accuracy 10 %."""
+    at = run(make_app("tune", method="line", **{"p.delta": "0.01"}))
+    assert not at.error, [e.value for e in at.error]
+    warnings = [w.value for w in at.warning]
+    assert any("Degenerate setting" in w and "head at chance" in w for w in warnings), warnings
+    fpr = at.metric[0]
+    assert fpr.value == "100.00 %"  # every score equal: every OOD image is accepted
+    default = run(make_app("tune", method="line"))
+    assert not any("Degenerate" in w.value for w in default.warning)
+
+
+def test_a_bad_url_hyperparameter_is_dropped_with_a_notice(demo_cache):
+    at = run(make_app("tune", method="line", **{"p.p_a": "nan", "p.use_ac": "treu"}))
+    warnings = " ".join(w.value for w in at.warning)
+    assert "Ignored p.p_a=nan" in warnings and "Ignored p.use_ac=treu" in warnings
+    assert at.slider(key="param_p_a").value == 90.0 and at.toggle(key="param_use_ac").value is True
+
+
+def test_sweep_over_line_delta_shows_accuracy_and_skips_degenerate_points(demo_cache):
+    at = run(make_app("sweep", method="line"))
+    at.selectbox(key="sweep_axis1").set_value("delta")
+    at.slider(key="sweep_points").set_value(3)
+    run(at)
+    at.button(key="sweep_run").click()
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    best, everything = at.dataframe[0].value, at.dataframe[1].value
+    assert "ID accuracy (test)" in everything.columns and len(everything) == 3
+    assert everything["degenerate"].iloc[0] != "no"  # δ = 0.01 clips every unit
+    assert (best["degenerate"] == "no").all() and (best["ID accuracy (test)"] > 50).all()
+    assert any("degenerate" in w.value for w in at.warning)

@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -34,7 +35,9 @@ CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic")
 VIEWPORT = {"width": 1400, "height": 1000}
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-SCREENSHOT_DIR = Path(os.environ.get("OOD_LENS_SCREENSHOT_DIR", REPO_ROOT / "docs" / "screenshots"))
+# A test run never rewrites the README's images: scripts/take_screenshots.py points this at docs/.
+SCREENSHOT_DIR = Path(os.environ.get("OOD_LENS_SCREENSHOT_DIR",
+                                     Path(tempfile.gettempdir()) / "ood-lens-screenshots"))
 
 # Counts script runs in the page: each running → notRunning transition of the stApp root.
 # performance.now() of the last run's start and end are kept for the latency benchmark.

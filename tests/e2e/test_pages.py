@@ -1,7 +1,8 @@
 """Every page of the dashboard in a real browser (Chromium via Playwright), on the demo.
 
 Each page is opened by its address and must show its main element with no exception box;
-a full-page screenshot of each goes to ``docs/screenshots/<page>.png`` (README images).
+a full-page screenshot of each goes to ``$OOD_LENS_SCREENSHOT_DIR/<page>.png`` (a temporary folder;
+``scripts/take_screenshots.py`` points it at ``docs/screenshots/`` to retake the README images).
 The Tune page's slider must change the metrics, and the numbers shown must be the
 library's (``evaluate_method`` in-process on the same cache); a shared URL must restore
 the page, method, hyperparameters and OOD selection.

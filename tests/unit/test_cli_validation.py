@@ -115,26 +115,30 @@ def test_two_builds_of_one_entry_wait_for_each_other(tmp_path: Path, fake_model,
     """Found: two builds of one entry raced and the loser exited with a temp-file path."""
     model, data = fake_model(), fake_dataset(n=40)
     original = model.forward_features
-    started = threading.Event()
+    started, second_waits = threading.Event(), threading.Event()
 
-    def slow_forward(x):  # hold the first build inside its forward pass while the second starts
+    def held_forward(x):  # the first build holds the entry until the second one says it waits
         started.set()
-        threading.Event().wait(0.05)
+        second_waits.wait(30)
         return original(x)
 
-    model.forward_features = slow_forward
+    model.forward_features = held_forward
     results, errors, logs = [], [], []
+
+    def log(line: str) -> None:
+        logs.append(line)
+        second_waits.set()
 
     def build() -> None:
         try:
             results.append(builder.build_features(model, data, "test", tmp_path, batch_size=4, progress=False,
-                                                  log=logs.append))
+                                                  log=log))
         except Exception as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
 
     first = threading.Thread(target=build)
     first.start()
-    started.wait(10)
+    assert started.wait(30)
     second = threading.Thread(target=build)
     second.start()
     first.join(60)

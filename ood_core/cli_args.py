@@ -8,9 +8,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn, Sequence
+
+from ood_core.registry import OODLensError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+# What a user can cause (a bad name, a missing file, a stale cache): one line, exit status 2.
+USER_ERRORS = (OODLensError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -92,3 +97,21 @@ def print_error(error: BaseException) -> int:
     """Print ``error`` as one ``error: ...`` line on stderr; return the usage exit status."""
     print("error: " + (one_line(error) or type(error).__name__), file=sys.stderr)
     return EXIT_USAGE
+
+
+def run_command(parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], None],
+                argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run ``command``; returns the exit status: 0, 2 for a usage or user error
+    (printed as one line), 130 for Ctrl-C (a build's interruption says what it kept)."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error, already printed as one line (2)
+        return int(stop.code or 0)
+    try:
+        command(args)
+    except KeyboardInterrupt as interrupt:
+        print(f"\n{interrupt or 'interrupted; re-run the same command to resume'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as error:
+        return print_error(error)
+    return 0

@@ -26,7 +26,6 @@ from ood_core.registry import OODLensError, did_you_mean
 METRIC_KEYS = ("fpr95", "auroc", "aupr_in", "aupr_out")
 METRIC_TITLES = ("FPR95", "AUROC", "AUPR-In", "AUPR-Out")
 AVERAGE = "average"
-EXIT_USAGE = cli_args.EXIT_USAGE
 DEGENERATE_MARK = "‡"
 
 EPILOG = """\
@@ -246,19 +245,7 @@ def run(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 with one ``error:`` line for user errors)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:  # --help (0) or a usage error, already printed as one line (2)
-        return int(stop.code or 0)
-    try:
-        text = run(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted; re-run the same command to resume building", file=sys.stderr)
-        return 130
-    except (OODLensError, FileNotFoundError, PermissionError) as exc:
-        return cli_args.print_error(exc)
-    sys.stdout.write(text)
-    return 0
+    return cli_args.run_command(build_parser(), lambda args: sys.stdout.write(run(args)), argv)
 
 
 if __name__ == "__main__":

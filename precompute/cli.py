@@ -35,9 +35,6 @@ of the same entries waits for the first, then reuses its result. The cache lives
 $OOD_LENS_CACHE (default ~/.cache/ood-lens).
 """
 
-EXIT_INTERRUPTED = 130
-
-
 def build_parser() -> argparse.ArgumentParser:
     from ood_core import cli_args
 
@@ -139,23 +136,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:  # --help (0) or a usage error, already printed as one line (2)
-        return int(stop.code or 0)
+    """Entry point; returns the exit status (2 with one ``error:`` line for user errors, 130 on
+    Ctrl-C, the finished chunks kept)."""
     from ood_core import cli_args
-    from ood_core.cache.builder import BuildInterrupted
-    from ood_core.registry import OODLensError
 
-    try:
-        run(args)
-    except BuildInterrupted as exc:
-        print(f"\n{exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("\ninterrupted; re-run the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (OODLensError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        return cli_args.print_error(exc)
-    return 0
+    return cli_args.run_command(build_parser(), run, argv)

@@ -9,7 +9,7 @@ class indices, or -1 for unlabeled (OOD) sets. The model's transform is applied 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch

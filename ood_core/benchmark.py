@@ -223,8 +223,6 @@ class _CheckedReader:
 
     def train_stats(self, id_dataset: str) -> tuple[dict[str, Tensor], Tensor, Tensor] | None:
         """The statistics, once their train (and val) sources are current and valid."""
-        from ood_core.cache.builder import stats_problem
-
         label = f"{self.ref.key}/{id_dataset}/{store.TRAIN_STATS_LABEL}"
         sources = {}
         train_entry = store.entry_dir(self.root, self.ref.key, id_dataset, "train")
@@ -239,13 +237,16 @@ class _CheckedReader:
         if f"{id_dataset}/val" not in self.manifests:
             return None  # already named
         sources["val"] = store.manifest_digest(self.manifests[f"{id_dataset}/val"])
-        why = stats_problem(self.root, self.ref, id_dataset, sources)
-        if why is not None:
-            self.problems.append((label, why))
+        try:
+            stats, weight, bias, manifest = store.load_train_stats(self.root, self.ref.key, id_dataset,
+                                                                   device=self.device,
+                                                                   expected_fingerprint=self.ref.fingerprint)
+        except store.StaleCacheError as error:
+            self.problems.extend(error.problems)
             return None
-        stats, weight, bias, manifest = store.load_train_stats(self.root, self.ref.key, id_dataset,
-                                                               device=self.device,
-                                                               expected_fingerprint=self.ref.fingerprint)
+        if manifest.get("sources") != sources:
+            self.problems.append((label, store.STATS_SOURCES_CHANGED))
+            return None
         self.manifests[f"{id_dataset}/train_stats"] = manifest
         return stats, weight, bias
 

@@ -425,7 +425,7 @@ def stats_problem(cache_root: Path, model: ModelRef, id_dataset: str, sources: d
     except store.StaleCacheError as error:
         return "; ".join(why for _, why in error.problems) or str(error)
     if manifest.get("sources") != sources:
-        return "were computed from other train / val entries than the cached ones"
+        return store.STATS_SOURCES_CHANGED
     return None
 
 

@@ -50,6 +50,7 @@ CHUNK_PLAN_FILE = "plan.json"
 TRAIN_STATS_FILE = "train_stats.safetensors"
 TRAIN_STATS_MANIFEST = "train_stats.json"
 TRAIN_STATS_LABEL = "train_stats"  # the "split" that names training statistics in messages
+STATS_SOURCES_CHANGED = "were computed from other train / val entries than the cached ones"
 TOOL = f"ood-lens {__version__}"
 
 # Tensors every features entry holds, and the optional ones.

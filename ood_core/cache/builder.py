@@ -248,11 +248,9 @@ def _build_entry(model: OODModel, dataset: ImageDataset, entry: Path, ref: Model
 
 def _check_finite_outputs(tensors: dict[str, Tensor], desc: str) -> None:
     """The model's outputs must be finite: NaN or ±inf would be ranked as if they were scores."""
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise OODLensError(f"{desc}: the model produced {bad} non-finite values in its {name}; "
-                               "check the model and its inputs")
+    for name, bad in store.non_finite_counts(tensors).items():
+        raise OODLensError(f"{desc}: the model produced {bad} non-finite values in its {name}; "
+                           "check the model and its inputs")
 
 
 def _run_chunks(model: OODModel, dataset: ImageDataset, entry: Path, indices: list[int], todo: list[int],

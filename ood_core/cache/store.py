@@ -321,6 +321,15 @@ def _check_checksum(path: Path, manifest: Mapping[str, Any], model: str, dataset
         raise _stale(model, dataset, split, f"has a {path.name} that does not match its checksum (changed on disk)")
 
 
+def non_finite_counts(tensors: Mapping[str, Tensor]) -> dict[str, int]:
+    """``{name: count}`` of the NaN / ±inf values in each floating-point tensor that has any."""
+    counts = {}
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            counts[name] = int((~torch.isfinite(tensor)).sum())
+    return counts
+
+
 def _check_tensors(tensors: Mapping[str, Tensor], manifest: Mapping[str, Any], model: str, dataset: str,
                    split: str) -> None:
     shapes, dtypes = describe_tensors(tensors)
@@ -329,10 +338,8 @@ def _check_tensors(tensors: Mapping[str, Tensor], manifest: Mapping[str, Any], m
     rows = manifest.get("rows")
     if "logits" in tensors and rows != tensors["logits"].shape[0]:
         raise _stale(model, dataset, split, f"has {tensors['logits'].shape[0]} rows, its manifest says {rows}")
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise _stale(model, dataset, split, f"holds {bad} non-finite value{'s' if bad != 1 else ''} in {name}")
+    for name, bad in non_finite_counts(tensors).items():
+        raise _stale(model, dataset, split, f"holds {bad} non-finite value{'s' if bad != 1 else ''} in {name}")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -443,7 +443,7 @@ def clear_caches() -> None:
 # ---------------------------------------------------------------------------------------
 # Datasets
 # ---------------------------------------------------------------------------------------
-def demo_identity(seed: int = DEFAULT_SEED, split: str | None = None) -> tuple[str, ...]:
+def demo_identity(seed: int = DEFAULT_SEED) -> tuple[str, ...]:
     """What identifies a demo set: its generator version and seed (the same seed gives
     byte-identical images; ``GENERATOR_VERSION`` is bumped whenever a generator changes)."""
     return (f"generator-v{GENERATOR_VERSION}", f"seed={seed}")

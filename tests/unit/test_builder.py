@@ -205,3 +205,17 @@ def test_train_stats_are_computed_from_the_cached_features(tmp_path: Path, fake_
     assert store.load_train_stats(tmp_path, "tiny", "mem")[3]["sources"] == stamp[1]
     build_train_stats(model, train, val, tmp_path, batch_size=8, progress=False, rebuild=True)
     assert store.load_train_stats(tmp_path, "tiny", "mem")[3]["sources"] != stamp[1]
+
+
+def test_non_finite_model_outputs_are_refused_before_writing(tmp_path: Path, fake_model, fake_dataset) -> None:
+    model = fake_model()
+    original = model.forward_features
+
+    def nan_maxima(x):
+        penultimate, prepool_max = original(x)
+        return penultimate, prepool_max.clone().fill_(float("nan"))
+
+    model.forward_features = nan_maxima
+    with pytest.raises(builder.OODLensError, match="non-finite values in its prepool_max"):
+        build_features(model, fake_dataset(n=6), "test", tmp_path, progress=False)
+    assert not store.is_complete(store.entry_dir(tmp_path, "tiny", "mem", "test"))

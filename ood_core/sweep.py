@@ -238,8 +238,8 @@ def run_sweep(
             if on_progress is not None:
                 on_progress(f"{method}: {label}", done, total)
 
-    def grid_of(attribute: str, dtype: type = np.float64) -> np.ndarray:
-        return np.array([getattr(p, attribute) for p in points], dtype=dtype).reshape(shape)
+    def grid_of(attribute: str) -> np.ndarray:
+        return np.array([getattr(p, attribute) for p in points], dtype=np.float64).reshape(shape)
 
     val_fpr, val_auroc = grid_of("val_fpr95"), grid_of("val_auroc")
     test_fpr, test_auroc = grid_of("test_fpr95"), grid_of("test_auroc")

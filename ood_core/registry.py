@@ -81,3 +81,64 @@ class Registry(Generic[T]):
             if name.startswith(prefix) and len(name) > len(prefix):
                 return builder(name[len(prefix):], **kwargs)
         raise unknown_name(self.kind, name, self.names())
+
+
+# The registries live here, outside the packages that fill them, so a module can import its
+# registry without importing (and so registering) its whole package first.
+SCORERS: Registry = Registry("method")  # filled by the modules of ood_core.scorers
+
+
+# Models: filled by the family modules of ood_core.models (importing that package imports them
+# all); ``create_model`` and ``list_models`` live there. A builder takes ``pretrained: bool = True``
+# and ``checkpoint: str | None = None`` and returns an ``OODModel``.
+MODELS: Registry = Registry("model")
+register_model = MODELS.register
+
+# model name → method name → hyperparameter defaults that differ from the method's own (its
+# declared defaults follow the CIFAR DenseNet papers; e.g. LINe's δ is absolute and depends on
+# the model's activation scale). Applied by ``Benchmark.scorer``.
+METHOD_DEFAULTS: dict[str, dict[str, dict[str, object]]] = {}
+
+
+def register_method_defaults(model: str, method: str, **values: object) -> None:
+    """Declare ``model``-specific defaults for ``method`` (e.g. the published ImageNet settings)."""
+    METHOD_DEFAULTS.setdefault(model, {}).setdefault(method, {}).update(values)
+
+
+def method_defaults(model: str, method: str) -> dict[str, object]:
+    """The defaults registered for (model, method); empty when the method's own apply."""
+    return dict(METHOD_DEFAULTS.get(model, {}).get(method, {}))
+
+
+# Datasets: filled by the source modules of ood_core.datasets (importing that package imports
+# them all); ``create_dataset``, ``dataset_info`` and ``dataset_fingerprint`` live there and read
+# the two tables below. A builder takes ``(split, **kw)`` and returns an ``ImageDataset``.
+DATASETS: Registry = Registry("dataset")
+# name → its ``DatasetInfo`` (a prefix name → a callable mapping the rest of the name to one;
+# None: the builder was registered without info). Filled at registration, so that
+# ``dataset_info`` never builds a dataset.
+DATASET_INFOS: dict[str, object] = {}
+# name → ``split → the items identifying that split`` (built-in sets identified by a version).
+DATASET_FINGERPRINTS: dict[str, Callable[[str], Iterable[object]]] = {}
+
+
+def register_dataset(name: str, info: object = None,
+                     fingerprint: Callable[[str], Iterable[object]] | None = None) -> Callable[[Callable], Callable]:
+    """Decorator registering a dataset builder ``(split, **kw) -> ImageDataset`` under ``name``.
+
+    Same as ``DATASETS.register(name)``, plus the optional ``info`` recorded for
+    ``dataset_info`` (a ``DatasetInfo``, or for a prefix name ``"x:"`` a callable mapping the
+    rest of the name to one). Without ``info``, ``dataset_info`` falls back to building the
+    dataset once. ``fingerprint(split)``: the items that identify a split without building it
+    (must equal what the built dataset's ``fingerprint_items`` gives).
+    """
+    register = DATASETS.register(name)
+
+    def decorator(builder: Callable) -> Callable:
+        register(builder)
+        DATASET_INFOS[name] = info
+        if fingerprint is not None:
+            DATASET_FINGERPRINTS[name] = fingerprint
+        return builder
+
+    return decorator

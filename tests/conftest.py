@@ -123,10 +123,8 @@ def fake_benchmark_names(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Registers FAKE_MODEL and the FAKE_* datasets for one test (undone after it); counts model
     builds in ``["model"]``. FAKE_MODEL honours ``checkpoint=`` (a torch state_dict file) and
     its default weights change when a test sets ``["weights_version"]`` (a re-released checkpoint)."""
-    import ood_core.datasets as datasets_module
-    from ood_core.datasets import DATASETS
-    from ood_core.models import MODELS
     from ood_core.models.loading import load_into, read_state_dict
+    from ood_core.registry import DATASET_INFOS, DATASETS, MODELS
 
     built = {"model": 0, "weights_version": 0}
 
@@ -153,9 +151,9 @@ def fake_benchmark_names(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     monkeypatch.setitem(MODELS._builders, FAKE_MODEL, build_model)
     for name, labelled, shift, n in [(FAKE_ID, True, 0.0, 24), (FAKE_OOD_A, False, 0.9, 12), (FAKE_OOD_B, False, 0.6, 15)]:
         monkeypatch.setitem(DATASETS._builders, name, dataset_builder(name, labelled, shift, n))
-        info = datasets_module.DatasetInfo(name, "test set", kind="id" if labelled else "ood",
-                                           splits=("train", "val", "test") if labelled else ("test",))
-        monkeypatch.setitem(datasets_module._INFOS, name, info)
+        info = DatasetInfo(name, "test set", kind="id" if labelled else "ood",
+                           splits=("train", "val", "test") if labelled else ("test",))
+        monkeypatch.setitem(DATASET_INFOS, name, info)
     return built
 
 

@@ -1,4 +1,4 @@
-"""Dataset registry: ``create_dataset(name, split) -> ImageDataset``.
+"""Datasets: ``create_dataset(name, split) -> ImageDataset``, ``dataset_info``, ``list_datasets``.
 
 Names (see ``docs/architecture.md``): ``cifar10``, ``isun``, ``dtd10``, ``mnist`` (the
 benchmark pack), ``folder:<path>`` (any image folder), ``tv-*`` (torchvision sets,
@@ -10,6 +10,8 @@ benchmark pack), ``folder:<path>`` (any image folder), ``tv-*`` (torchvision set
 >>> ds = create_dataset("folder:/path/to/images")        # doctest: +SKIP
 >>> image, label = ds[0]                                 # PIL image (or None if corrupt), int
 
+The registry (``DATASETS``, ``register_dataset`` and its info and fingerprint tables) lives
+in :mod:`ood_core.registry`; ``DATASETS`` and ``register_dataset`` are re-exported here.
 A source module registers a builder ``(split, **kw) -> ImageDataset`` together with its
 :class:`DatasetInfo`, so that :func:`dataset_info` and :func:`list_datasets` are free
 (nothing is unpacked or scanned until :func:`create_dataset` is called)::
@@ -27,7 +29,7 @@ anything. Other sets (folders) are identified by building them (a scan of their 
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Union
+from typing import Callable, Union
 
 from ood_core.datasets.base import (
     DatasetInfo,
@@ -36,7 +38,14 @@ from ood_core.datasets.base import (
     collate_skip_corrupt,
     fingerprint_of,
 )
-from ood_core.registry import OODLensError, Registry, unknown_name
+from ood_core.registry import (
+    DATASET_FINGERPRINTS,
+    DATASET_INFOS,
+    DATASETS,
+    OODLensError,
+    register_dataset,
+    unknown_name,
+)
 
 __all__ = [
     "DATASETS",
@@ -54,39 +63,7 @@ __all__ = [
     "stratified_subset",
 ]
 
-DATASETS: Registry[ImageDataset] = Registry("dataset")
-
 InfoSpec = Union[DatasetInfo, Callable[[str], DatasetInfo], None]
-# name -> DatasetInfo (prefix names -> a factory of the rest of the name); filled at
-# registration so that dataset_info() never builds a dataset.
-_INFOS: dict[str, InfoSpec] = {}
-# name -> split -> the items identifying that split (built-in sets identified by a version).
-_FINGERPRINTS: dict[str, Callable[[str], Iterable[object]]] = {}
-
-
-Builder = Callable[..., ImageDataset]
-
-
-def register_dataset(name: str, info: InfoSpec = None,
-                     fingerprint: Callable[[str], Iterable[object]] | None = None) -> Callable[[Builder], Builder]:
-    """Decorator registering a dataset builder ``(split, **kw) -> ImageDataset`` under ``name``.
-
-    Same as ``DATASETS.register(name)``, plus the optional ``info`` recorded for
-    :func:`dataset_info` (a :class:`DatasetInfo`, or for a prefix name ``"x:"`` a callable
-    mapping the rest of the name to one). Without ``info``, :func:`dataset_info` falls back
-    to building the dataset once. ``fingerprint(split)``: the items that identify a split
-    without building it (must equal what the built dataset's ``fingerprint_items`` gives).
-    """
-    register = DATASETS.register(name)
-
-    def decorator(builder: Builder) -> Builder:
-        register(builder)
-        _INFOS[name] = info
-        if fingerprint is not None:
-            _FINGERPRINTS[name] = fingerprint
-        return builder
-
-    return decorator
 
 
 def list_datasets() -> list[str]:
@@ -96,9 +73,9 @@ def list_datasets() -> list[str]:
 
 def _info_spec(name: str) -> tuple[InfoSpec, str | None]:
     """``(info spec, rest of the name for a prefix entry or None)``; unknown → UnknownNameError."""
-    if name in _INFOS and not name.endswith(":"):
-        return _INFOS[name], None
-    for prefix, spec in _INFOS.items():
+    if name in DATASET_INFOS and not name.endswith(":"):
+        return DATASET_INFOS[name], None
+    for prefix, spec in DATASET_INFOS.items():
         if prefix.endswith(":") and name.startswith(prefix) and len(name) > len(prefix):
             return spec, name[len(prefix):]
     raise unknown_name("dataset", name, list_datasets())
@@ -117,7 +94,7 @@ def dataset_info(name: str) -> DatasetInfo:
     # A builder registered without info: build it once (its default split) and remember.
     info = DATASETS.create(name).info
     if rest is None:
-        _INFOS[name] = info
+        DATASET_INFOS[name] = info
     return info
 
 
@@ -137,8 +114,8 @@ def dataset_fingerprint(name: str, split: str) -> str:
     """What identifies the samples of ``name``/``split`` now (16 hex chars), as recorded in the
     cache at build time: a version for built-in sets (nothing unpacked or generated), the
     files' paths, sizes and modification times for folders (a scan)."""
-    if name in _FINGERPRINTS:
-        return fingerprint_of(name, split, _FINGERPRINTS[name](split))
+    if name in DATASET_FINGERPRINTS:
+        return fingerprint_of(name, split, DATASET_FINGERPRINTS[name](split))
     return create_dataset(name, split).fingerprint()
 
 
@@ -166,11 +143,6 @@ def create_dataset(name: str, split: str = "test", **kw) -> ImageDataset:
 
 from ood_core.datasets.splits import stratified_split, stratified_subset  # noqa: E402
 
-# Source modules register themselves on import; they need the names defined above.
+# Importing the package registers every source, in list_datasets' order.
 from ood_core.datasets import benchmark_pack, folders, torchvision_sets  # noqa: E402,F401
-
-try:  # the embedded demo sets (another module owner); registered after the core sources
-    from ood_core.datasets import demo  # noqa: E402,F401
-except ModuleNotFoundError as error:  # only tolerate the module itself being absent
-    if error.name != "ood_core.datasets.demo":
-        raise
+from ood_core.datasets import demo  # noqa: E402,F401

@@ -22,9 +22,8 @@ from typing import Iterator, Sequence
 
 from PIL import Image
 
-from ood_core.datasets import register_dataset
 from ood_core.datasets.base import DatasetInfo, ImageDataset
-from ood_core.registry import OODLensError
+from ood_core.registry import OODLensError, register_dataset
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "scan_image_folder"]
 

@@ -16,11 +16,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ood_core import paths
-from ood_core.datasets import register_dataset
 from ood_core.datasets.base import DatasetInfo, ImageDataset
 from ood_core.datasets.benchmark_pack import CIFAR10_CLASSES
 from ood_core.datasets.splits import stratified_split
-from ood_core.registry import OODLensError
+from ood_core.registry import OODLensError, register_dataset
 
 __all__ = ["CIFAR100_CLASSES", "TorchvisionDataset"]
 

@@ -56,6 +56,12 @@ class Preprocessing:
                 f"Normalize(mean={list(self.mean)}, std={list(self.std)})")
 
 
+def gap_and_max(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """A GAP network's final ReLU map (N, C, H, W) → (penultimate = its global average (N, C),
+    prepool_max = its spatial max (N, C)), the pair NAP reads."""
+    return maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))
+
+
 class OODModel(nn.Module):
     """Base class: subclasses implement ``forward_features`` and ``head``."""
 

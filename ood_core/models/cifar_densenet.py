@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ood_core.models import register_method_defaults, register_model
 from ood_core.models.base import OODModel, Preprocessing
 from ood_core.models.loading import load_checkpoint
+from ood_core.registry import register_method_defaults, register_model
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -145,5 +145,5 @@ def densenet100_cifar100(pretrained: bool = True, checkpoint: str | None = None)
 
 
 # LINe's CIFAR-100 demo runs p_a = 10 (keeps 90 % of neurons); CIFAR-10 uses the declared
-# defaults (p_w = p_a = 90, δ = 1.0). methods.md §3.10(d).
+# defaults (p_w = p_a = 90, δ = 1.0). docs/methods.md §3.10(d).
 register_method_defaults("densenet100-cifar100", "line", p_a=10.0)

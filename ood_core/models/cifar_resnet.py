@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ood_core.models import register_model
-from ood_core.models.base import OODModel, Preprocessing
+from ood_core.models.base import OODModel, Preprocessing, gap_and_max
 from ood_core.models.cifar_densenet import CIFAR10_CLASSES
 from ood_core.models.loading import load_checkpoint
+from ood_core.registry import register_model
 
 # akamaster's training script normalises CIFAR with the ImageNet statistics.
 CIFAR_RESNET_PREPROCESSING = Preprocessing(
@@ -77,8 +77,7 @@ class CifarResNet(OODModel):
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """penultimate = global average of the final map (N, 64); prepool_max = its spatial max (N, 64)."""
-        maps = self.feature_map(x)
-        return maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))
+        return gap_and_max(self.feature_map(x))
 
     @property
     def head(self) -> nn.Linear:

@@ -23,11 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# The registry's __init__ defines register_model before importing this module (no cycle).
-from ood_core.models import register_method_defaults, register_model
-from ood_core.models.base import OODModel, Preprocessing
+from ood_core.models.base import OODModel, Preprocessing, gap_and_max
 from ood_core.paths import weights_dir
-from ood_core.registry import OODLensError
+from ood_core.registry import OODLensError, register_method_defaults, register_model
 
 MODEL_NAME = "demo-cnn"
 WEIGHTS_FILE = "demo_cnn.safetensors"
@@ -92,8 +90,7 @@ class DemoCNN(OODModel):
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(penultimate = GAP of the final ReLU map (N, D), prepool_max = its spatial max (N, D))."""
-        fmap = self.feature_map(x)
-        return fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))
+        return gap_and_max(self.feature_map(x))
 
     @property
     def head(self) -> nn.Linear:
@@ -139,7 +136,7 @@ def load_demo_cnn(pretrained: bool = True, checkpoint: str | None = None) -> Dem
 
 
 # LINe's δ and DICE+ReAct's clip are absolute activations; their published value 1.0 sits
-# at the 97th percentile of ID-validation activations on the CIFAR DenseNet (methods.md
+# at the 97th percentile of ID-validation activations on the CIFAR DenseNet (docs/methods.md
 # §2.5, §3.10(d)). This network's activations are larger: the same 97th percentile of its
 # demo-mnist validation activations is 4.0. Percentage hyperparameters keep their defaults.
 register_method_defaults(MODEL_NAME, "line", delta=4.0)

@@ -1,4 +1,4 @@
-"""ODIN's input perturbation (Liang et al. 2018; methods.md §1.3), batched over an ε grid.
+"""ODIN's input perturbation (Liang et al. 2018; docs/methods.md §1.3), batched over an ε grid.
 
 ŷ = argmax f(x);  g = ∇_x CE(f(x)/T, ŷ);  x̃_ε = x − ε·sign(g);  returns f(x̃_ε) for every ε.
 

@@ -15,11 +15,10 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from ood_core.models import register_model
 from ood_core.models.base import OODModel, Preprocessing
 from ood_core.models.loading import PretrainedWeightsError, error_summary, load_checkpoint
 from ood_core.models.torchvision_models import torch_hub_cached_file
-from ood_core.registry import OODLensError, UnknownNameError
+from ood_core.registry import OODLensError, UnknownNameError, register_model
 
 _HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 

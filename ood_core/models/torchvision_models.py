@@ -13,9 +13,9 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from ood_core.models import register_method_defaults, register_model
 from ood_core.models.base import OODModel, Preprocessing
 from ood_core.models.loading import PretrainedWeightsError, error_summary, load_checkpoint
+from ood_core.registry import register_method_defaults, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -84,7 +84,7 @@ def resnet50(pretrained: bool = True, checkpoint: str | None = None) -> Torchvis
     return TorchvisionResNet("resnet50", net, tuple(weights.meta["categories"]))
 
 
-# The published ImageNet ResNet-50 settings (methods.md §2.2, §2.6–2.8, §3.10(d)).
+# The published ImageNet ResNet-50 settings (docs/methods.md §2.2, §2.6–2.8, §3.10(d)).
 register_method_defaults("resnet50", "line", delta=0.8, p_a=10.0, p_w=10.0)
 register_method_defaults("resnet50", "dice", sparsity=70.0)
 register_method_defaults("resnet50", "dice+react", sparsity=10.0, clip_by="value", clip_value=1.0)

@@ -4,8 +4,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
-import shutil
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -16,16 +14,16 @@ from PIL import Image
 
 from ood_core import paths
 from ood_core.datasets import (
-    ImageDataset,
     create_dataset,
     dataset_info,
     list_datasets,
     stratified_split,
     stratified_subset,
 )
-from ood_core.datasets import benchmark_pack
-from ood_core.datasets.benchmark_pack import CIFAR10_CLASSES, MARKER_NAME
+from ood_core.datasets import benchmark_pack, pack_files
+from ood_core.datasets.benchmark_pack import CIFAR10_CLASSES
 from ood_core.datasets.folders import ImageFolderDataset
+from ood_core.datasets.pack_files import MARKER_NAME
 from ood_core.datasets.torchvision_sets import CIFAR100_CLASSES
 from ood_core.registry import OODLensError, UnknownNameError
 
@@ -188,6 +186,15 @@ def test_unknown_name_lists_known_datasets() -> None:
         dataset_info("no-such-set")
 
 
+def test_the_registry_lives_in_ood_core_registry() -> None:
+    import ood_core.datasets as datasets
+    from ood_core import registry
+
+    assert datasets.DATASETS is registry.DATASETS and datasets.register_dataset is registry.register_dataset
+    assert registry.DATASET_INFOS["cifar10"] is dataset_info("cifar10")
+    assert "demo-mnist" in registry.DATASET_FINGERPRINTS and "folder:" not in registry.DATASET_FINGERPRINTS
+
+
 def test_unknown_split_lists_splits(tmp_path: Path) -> None:
     with pytest.raises(OODLensError, match="train, val, test"):
         create_dataset("cifar10", "validation")
@@ -272,8 +279,8 @@ def test_second_create_reuses_the_unpacked_folder(pack_cache: Path, monkeypatch:
         raise AssertionError("the tarball was read again")
 
     # A reuse neither hashes nor opens the tarball.
-    monkeypatch.setattr(benchmark_pack, "_sha256", forbidden)
-    monkeypatch.setattr(benchmark_pack.tarfile, "open", forbidden)
+    monkeypatch.setattr(pack_files, "_sha256", forbidden)
+    monkeypatch.setattr(pack_files.tarfile, "open", forbidden)
     second = create_dataset("dtd10")
     assert second.paths == first.paths
     assert (pack_cache / "datasets" / "dtd10" / "dtd10" / MARKER_NAME).read_text() == marker

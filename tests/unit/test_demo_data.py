@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from ood_core.datasets import create_dataset, dataset_info, list_datasets
-from ood_core.datasets import demo
+from ood_core.datasets import demo, demo_ood
 from ood_core.registry import OODLensError
 
 OOD_NAMES = list(demo.OOD_SETS)
@@ -120,7 +120,7 @@ def test_letter_fonts_skip_symbol_fonts_and_cover_many_faces():
     assert len(names) >= 10
     assert not any(n.startswith(("cmsy", "cmex", "STIXSiz", "STIXNonUni", "LastResort")) or "Display" in n
                    for n in names)
-    glyphs, fonts = demo._glyph_table()
+    glyphs, fonts = demo_ood._glyph_table()
     assert "PIL-default" in fonts
     assert len(glyphs) == 26 * (len(names) + 1)  # every letter of every kept font rendered
 

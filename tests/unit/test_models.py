@@ -94,6 +94,14 @@ def test_registry_lists_every_family() -> None:
     assert "timm:resnet18" in MODELS
 
 
+def test_the_registry_lives_in_ood_core_registry() -> None:
+    from ood_core import models, registry
+
+    assert models.MODELS is registry.MODELS and models.register_model is registry.register_model
+    assert models.method_defaults("resnet50", "dice") == {"sparsity": 70.0}
+    assert models.method_defaults("resnet50", "no-such-method") == {}
+
+
 def test_unknown_name_lists_known_names() -> None:
     with pytest.raises(UnknownNameError) as info:
         create_model("densenet-imaginary")

@@ -148,26 +148,33 @@ def load_benchmark(
     ``limit`` caps every split at a stratified subset of that many images; entries built
     with another limit are rebuilt. ``limit=None`` uses the cached entries whatever their
     limit (building missing ones at the ID test entry's limit, or in full). ``repair``:
-    rebuild stale entries instead of refusing them (the embedded demo does).
+    rebuild stale entries instead of refusing them (the embedded demo does). The training
+    statistics read are those the registered methods declare
+    (:func:`~ood_core.statistics.required_statistics`), each at its registered version: with
+    ``build_missing`` only the missing or stale ones are computed, from the cached training
+    features; without it they are named in the error.
     """
     from ood_core.cache.provenance import load_model, precompute_command
+    from ood_core.cache.reader import CheckedReader
     from ood_core.datasets import canonical_dataset_name
+    from ood_core.statistics import get_statistic, required_statistics
 
     root = Path(cache_root) if cache_root is not None else paths.cache_root()
     id_dataset = canonical_dataset_name(id_dataset)
     ood_list = [name for name in dict.fromkeys(canonical_dataset_name(n) for n in ood_datasets) if name != id_dataset]
+    statistics = [get_statistic(name) for name in required_statistics()]  # what the registered methods read
     net, ref = load_model(model, checkpoint, root)
     if build_missing:
-        from ood_core.cache.builder import ensure_entries
+        from ood_core.cache.ensure import ensure_entries
 
         ensure_entries(ref.name, id_dataset, ood_list, root, device=build_device, batch_size=batch_size,
                        limit=limit, with_odin=with_odin, progress=progress, on_progress=on_progress,
-                       reuse_cached_limit=True, model=(net, ref), verify=repair, log=log)
-    reader = _CheckedReader(root, ref, device)
+                       reuse_cached_limit=True, model=(net, ref), verify=repair, log=log, statistics=statistics)
+    reader = CheckedReader(root, ref, device)
     id_test = reader.features(id_dataset, "test")
     id_val = reader.features(id_dataset, "val")
     ood = {name: reader.features(name, "test") for name in ood_list}
-    stats = reader.train_stats(id_dataset)
+    stats = reader.train_stats(id_dataset, {stat.name: stat.version for stat in statistics})
     if reader.problems:
         test_manifest = reader.manifests.get(f"{id_dataset}/test", {})
         cached_limit = limit if limit is not None else test_manifest.get("limit")
@@ -190,65 +197,6 @@ def load_benchmark(
                      rows={key: int(m["rows"]) for key, m in scored.items()},
                      skipped={key: list((m.get("skipped_corrupt") or {}).get("items") or []) for key, m in scored.items()
                               if (m.get("skipped_corrupt") or {}).get("count")})
-
-
-class _CheckedReader:
-    """Reads a benchmark's entries with every check, collecting each failure instead of
-    stopping at the first, so one error can name them all."""
-
-    def __init__(self, root: Path, ref: Any, device: str | torch.device) -> None:
-        self.root, self.ref, self.device = root, ref, device
-        self.problems: list[tuple[str, str]] = []
-        self.manifests: dict[str, dict[str, Any]] = {}
-
-    def _dataset_fingerprint(self, dataset: str, split: str) -> str | None:
-        from ood_core.datasets import dataset_fingerprint
-
-        try:
-            return dataset_fingerprint(dataset, split)
-        except OODLensError as error:
-            self.problems.append((f"{self.ref.key}/{dataset}/{split}", f"cannot be checked ({error})"))
-            return None
-
-    def features(self, dataset: str, split: str) -> FeatureSet | None:
-        expected = store.Expected(self.ref.fingerprint, self._dataset_fingerprint(dataset, split))
-        try:
-            tensors, manifest = store.load_entry(store.entry_dir(self.root, self.ref.key, dataset, split),
-                                                 self.ref.key, dataset, split, device=self.device, expected=expected)
-        except store.StaleCacheError as error:
-            self.problems.extend(error.problems)
-            return None
-        self.manifests[f"{dataset}/{split}"] = manifest
-        return store.feature_set(tensors, manifest)
-
-    def train_stats(self, id_dataset: str) -> tuple[dict[str, Tensor], Tensor, Tensor] | None:
-        """The statistics, once their train (and val) sources are current and valid."""
-        label = f"{self.ref.key}/{id_dataset}/{store.TRAIN_STATS_LABEL}"
-        sources = {}
-        train_entry = store.entry_dir(self.root, self.ref.key, id_dataset, "train")
-        expected = store.Expected(self.ref.fingerprint, self._dataset_fingerprint(id_dataset, "train"))
-        try:  # the train features themselves are not loaded: their manifest vouches for the statistics
-            manifest = store.read_manifest(train_entry, self.ref.key, id_dataset, "train")
-            store.check_provenance(manifest, expected, self.ref.key, id_dataset, "train")
-            sources["train"] = store.manifest_digest(manifest)
-        except store.StaleCacheError as error:
-            self.problems.extend(error.problems)
-            return None
-        if f"{id_dataset}/val" not in self.manifests:
-            return None  # already named
-        sources["val"] = store.manifest_digest(self.manifests[f"{id_dataset}/val"])
-        try:
-            stats, weight, bias, manifest = store.load_train_stats(self.root, self.ref.key, id_dataset,
-                                                                   device=self.device,
-                                                                   expected_fingerprint=self.ref.fingerprint)
-        except store.StaleCacheError as error:
-            self.problems.extend(error.problems)
-            return None
-        if manifest.get("sources") != sources:
-            self.problems.append((label, store.STATS_SOURCES_CHANGED))
-            return None
-        self.manifests[f"{id_dataset}/train_stats"] = manifest
-        return stats, weight, bias
 
 
 @dataclass

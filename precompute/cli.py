@@ -4,7 +4,10 @@ Errors users can hit (unknown names, bad arguments, missing checkpoints, unreada
 folders) print one ``error: ...`` line on stderr and exit with status 2; Ctrl-C keeps the
 chunks written so far and exits with 130. Every existing entry is checked as a reader checks
 it (weights, images, checksum, finite values): a stale one is rebuilt, and the log says why,
-so this command is the one every "stale cache" error names.
+so this command is the one every "stale cache" error names. The training statistics are those
+the registered methods read (``ood_core.statistics.required_statistics``); a stored statistic
+of another version than the registered one is recomputed alone, from the cached training
+features.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ examples:
   python -m precompute --list
 
 An interrupted build (Ctrl-C, kill) keeps its finished chunks: run the same command
-again to resume. Entries whose weights, images or files changed are rebuilt. A second build
+again to resume. Entries whose weights, images or files changed are rebuilt; training
+statistics that are missing or of an older version are computed from the cached features. A second build
 of the same entries waits for the first, then reuses its result. The cache lives in
 $OOD_LENS_CACHE (default ~/.cache/ood-lens).
 """
@@ -127,10 +131,12 @@ def run(args: argparse.Namespace) -> None:
         return
     if not args.id_dataset:
         raise OODLensError("give --id DATASET (with optional --ood ...) or --dataset D --split S; see --help")
-    from ood_core.cache.builder import ensure_entries
+    from ood_core.cache.ensure import ensure_entries
+    from ood_core.statistics import required_statistics
 
+    # The training statistics every registered method reads; only missing or stale ones are computed.
     entries = ensure_entries(args.model, args.id_dataset, args.ood, args.cache_dir, with_odin=not args.no_odin,
-                             checkpoint=args.checkpoint, **common)
+                             checkpoint=args.checkpoint, statistics=required_statistics(), **common)
     print(f"cache ready: {len(entries)} entries for {args.model} / {args.id_dataset} "
           f"(+ {', '.join(args.ood) or 'no OOD sets'})", file=sys.stderr)
 

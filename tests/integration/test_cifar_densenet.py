@@ -1,5 +1,5 @@
 """The real DenseNet-BC-100 on the benchmark pack: training statistics against the
-published ones, and the published method rankings (methods.md §6), end to end through
+published ones, and the published method rankings (docs/methods.md §6), end to end through
 the cache.
 
 The default run uses stratified subsets (2,000 training images for the statistics, 500
@@ -78,7 +78,7 @@ def test_published_ranking_on_isun(bench):
 
 
 def test_line_ablation_order(bench):
-    """LINe's Fig. 2 order Energy ≥ +AC > +AC+AP (w/o WP) on this pack (methods.md §6)."""
+    """LINe's Fig. 2 order Energy ≥ +AC > +AC+AP (w/o WP) on this pack (docs/methods.md §6)."""
     energy = _fpr(bench, "energy")
     ac_only = _fpr(bench, "line", use_ap=False, use_wp=False)
     ac_ap = _fpr(bench, "line", use_wp=False)
@@ -87,7 +87,7 @@ def test_line_ablation_order(bench):
 
 
 def test_react_at_p90_hurts_this_densenet(bench):
-    """methods.md §2.5: the flattened 90th percentile (≈0.40) ruins detection here."""
+    """docs/methods.md §2.5: the flattened 90th percentile (≈0.40) ruins detection here."""
     assert _fpr(bench, "react", clip_by="percentile", clip_percentile=90) > _fpr(bench, "energy") + 0.1
     threshold = bench.scorer("react").threshold(clip_by="percentile", clip_percentile=90)
     assert 0.3 < threshold < 0.5, threshold

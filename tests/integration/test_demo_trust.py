@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ood_core.benchmark import available_methods, evaluate_method
-from ood_core.scorers.base import HyperparameterError
+from ood_core.params import HyperparameterError
 from ood_core.sweep import grid_values, run_sweep
 
 

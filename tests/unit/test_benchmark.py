@@ -13,7 +13,7 @@ from ood_core.cache import store
 from ood_core.metrics import accuracy, average_metrics, evaluate
 from ood_core.models import MODELS
 from ood_core.registry import OODLensError
-from ood_core.scorers.base import FeatureSet
+from ood_core.records import FeatureSet
 from ood_core.stages import energy
 
 from tests.conftest import FAKE_ID as ID, FAKE_MODEL as MODEL, FAKE_OOD_A as OOD_A, FAKE_OOD_B as OOD_B
@@ -155,7 +155,8 @@ def test_non_finite_scores_name_the_method_and_its_setting(tmp_path: Path, regis
     Now a method whose scores are not finite at some setting is an error naming both."""
     from ood_core.metrics import NonFiniteScoresError
     from ood_core.scorers import SCORERS
-    from ood_core.scorers.base import Param, Scorer
+    from ood_core.params import Param
+    from ood_core.scorers.base import Scorer
 
     class HoleyEnergy(Scorer):
         name, title, paper = "holey-energy", "Holey energy", "a test double"

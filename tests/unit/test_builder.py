@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ood_core.cache import builder, store
+from ood_core.cache import builder, stats_store, store
 from ood_core.cache.builder import BuildInterrupted, ModelWrapperError, build_features, build_train_stats
 from ood_core.cache.store import StaleCacheError
 from ood_core.datasets.base import TransformedDataset
 from ood_core.models.perturb import odin_perturbed_logits
-from ood_core.train_stats import compute_train_stats
+from ood_core.statistics import TrainingData, compute_statistics, list_statistics
 
 
 def _reference(model, dataset, indices=None):
@@ -186,25 +186,47 @@ def test_train_stats_are_computed_from_the_cached_features(tmp_path: Path, fake_
     model = fake_model()
     train, val = fake_dataset(split="train", n=18), fake_dataset(split="val", n=9, seed=1)
     folder = build_train_stats(model, train, val, tmp_path, batch_size=8, progress=False)
-    stats, weight, bias, manifest = store.load_train_stats(tmp_path, "tiny", "mem",
-                                                           expected_fingerprint=model.fingerprint())
+    stats, weight, bias, manifest = stats_store.load_train_stats(tmp_path, "tiny", "mem",
+                                                                 expected_fingerprint=model.fingerprint())
     assert torch.equal(weight, model.head_weight) and torch.equal(bias, model.head_bias)
     train_t, _ = store.load_entry(store.entry_dir(tmp_path, "tiny", "mem", "train"))
     val_t, _ = store.load_entry(store.entry_dir(tmp_path, "tiny", "mem", "val"))
-    expected = compute_train_stats(train_t["penultimate"], train_t["logits"], train_t["labels"], weight, bias,
-                                   val_t["penultimate"])
-    assert set(stats) == set(expected)
+    data = TrainingData(train_t["penultimate"], train_t["logits"], train_t["labels"], weight, bias,
+                        val_t["penultimate"])
+    expected = compute_statistics(list_statistics(), data)
+    assert set(stats) == set(expected)  # statistics=None: every registered one
     for name in expected:
-        torch.testing.assert_close(stats[name], expected[name], msg=name)
+        assert torch.equal(stats[name], expected[name]), name
+    assert manifest["statistics"] == {name: 1 for name in sorted(expected)}
     assert folder == store.train_stats_dir(tmp_path, "tiny", "mem")
     # Reused while the feature entries are unchanged; recomputed after a rebuild.
     stamp = manifest["created"], manifest["sources"]
     calls = model.forward_calls
     build_train_stats(model, train, val, tmp_path, batch_size=8, progress=False)
     assert model.forward_calls == calls
-    assert store.load_train_stats(tmp_path, "tiny", "mem")[3]["sources"] == stamp[1]
+    assert stats_store.load_train_stats(tmp_path, "tiny", "mem")[3]["sources"] == stamp[1]
     build_train_stats(model, train, val, tmp_path, batch_size=8, progress=False, rebuild=True)
-    assert store.load_train_stats(tmp_path, "tiny", "mem")[3]["sources"] != stamp[1]
+    assert stats_store.load_train_stats(tmp_path, "tiny", "mem")[3]["sources"] != stamp[1]
+
+
+def test_only_the_statistics_asked_for_are_built_then_only_the_missing_ones(tmp_path: Path, fake_model,
+                                                                           fake_dataset) -> None:
+    model = fake_model()
+    train, val = fake_dataset(split="train", n=18), fake_dataset(split="val", n=9, seed=1)
+    build_train_stats(model, train, val, tmp_path, batch_size=8, progress=False, statistics=["feature_mean"])
+    stats, *_, manifest = stats_store.load_train_stats(tmp_path, "tiny", "mem")
+    assert list(stats) == ["feature_mean"] and manifest["statistics"] == {"feature_mean": 1}
+    calls, logs = model.forward_calls, []
+    build_train_stats(model, train, val, tmp_path, batch_size=8, progress=False, log=logs.append,
+                      statistics=["feature_mean", "class_means"])
+    assert model.forward_calls == calls  # from the cached training features
+    again, *_, manifest = stats_store.load_train_stats(tmp_path, "tiny", "mem")
+    assert manifest["statistics"] == {"class_means": 1, "feature_mean": 1}
+    assert torch.equal(again["feature_mean"], stats["feature_mean"])
+    assert logs == ["computing the training statistics class_means of tiny/mem (the stored ones: lacks "
+                    "statistic 'class_means' (version 1))"]
+    with pytest.raises(builder.OODLensError, match="unknown training statistic 'feature_means'; did you mean"):
+        build_train_stats(model, train, val, tmp_path, progress=False, statistics=["feature_means"])
 
 
 def test_non_finite_model_outputs_are_refused_before_writing(tmp_path: Path, fake_model, fake_dataset) -> None:

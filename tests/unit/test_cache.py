@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ood_core.cache import store
+from ood_core.cache import stats_store, store
 from ood_core.cache.store import StaleCacheError
 
 
@@ -49,7 +49,8 @@ def test_round_trip_features_and_manifest(entry: Path) -> None:
 
 
 def test_no_pickle_in_any_written_file(entry: Path, tmp_path: Path) -> None:
-    store.save_train_stats(tmp_path, "m", "d", {"feature_mean": torch.ones(4)}, torch.ones(3, 4), torch.zeros(3), {})
+    stats_store.save_train_stats(tmp_path, "m", "d", {"feature_mean": torch.ones(4)}, torch.ones(3, 4), torch.zeros(3),
+                                 {}, versions={"feature_mean": 1})
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert path.suffix in {".safetensors", ".json"}, path
@@ -139,13 +140,39 @@ def test_float16_storage_is_upcast_on_load(tmp_path: Path) -> None:
 def test_train_stats_round_trip_and_staleness(tmp_path: Path) -> None:
     stats = {"feature_mean": torch.arange(4.0), "class_means": torch.rand(3, 4)}
     weight, bias = torch.rand(3, 4), torch.rand(3)
-    store.save_train_stats(tmp_path, "m", "d", stats, weight, bias, {"model_fingerprint": "abc"})
-    loaded, w, b, manifest = store.load_train_stats(tmp_path, "m", "d", expected_fingerprint="abc")
+    stats_store.save_train_stats(tmp_path, "m", "d", stats, weight, bias, {"model_fingerprint": "abc"},
+                                 versions={"feature_mean": 1, "class_means": 3})
+    loaded, w, b, manifest = stats_store.load_train_stats(tmp_path, "m", "d", expected_fingerprint="abc")
     assert set(loaded) == set(stats) and torch.equal(w, weight) and torch.equal(b, bias)
     assert torch.equal(loaded["class_means"], stats["class_means"])
     assert manifest["stats"] == sorted(stats)
+    assert manifest["statistics"] == {"class_means": 3, "feature_mean": 1}
     with pytest.raises(StaleCacheError, match="rebuild"):
-        store.load_train_stats(tmp_path, "m", "d", expected_fingerprint="zzz")
+        stats_store.load_train_stats(tmp_path, "m", "d", expected_fingerprint="zzz")
+    with pytest.raises(ValueError, match="without a version"):
+        stats_store.save_train_stats(tmp_path, "m", "d", stats, weight, bias, {}, versions={"feature_mean": 1})
+
+
+def test_train_stats_are_read_at_the_versions_asked_for(tmp_path: Path) -> None:
+    stats = {"feature_mean": torch.arange(4.0), "class_means": torch.rand(3, 4)}
+    stats_store.save_train_stats(tmp_path, "m", "d", stats, torch.rand(3, 4), torch.rand(3), {},
+                                 versions={"feature_mean": 1, "class_means": 1})
+    loaded = stats_store.load_train_stats(tmp_path, "m", "d", statistics={"feature_mean": 1})[0]
+    assert list(loaded) == ["feature_mean"]  # exactly what was asked for
+    with pytest.raises(StaleCacheError) as caught:
+        stats_store.load_train_stats(tmp_path, "m", "d", statistics={"feature_mean": 2, "knn_bank": 1})
+    (label, why), = caught.value.problems
+    assert label == "m/d/train_stats"
+    assert "holds statistic 'feature_mean' version 1, this code needs version 2" in why
+    assert "lacks statistic 'knn_bank' (version 1)" in why
+
+
+def test_a_manifest_without_versions_holds_version_1_of_what_it_lists() -> None:
+    """Caches written before statistics had versions: their numbers are every statistic's version 1."""
+    old = {"stats": ["class_means", "feature_mean"]}
+    assert stats_store.recorded_statistics(old) == {"class_means": 1, "feature_mean": 1}
+    assert stats_store.stale_statistics(old, {"feature_mean": 1, "precision": 1}) == {
+        "precision": "lacks statistic 'precision' (version 1)"}
 
 
 def test_chunks_kept_for_same_plan_and_dropped_for_another(tmp_path: Path) -> None:

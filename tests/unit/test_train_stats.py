@@ -1,4 +1,5 @@
-"""compute_train_stats against direct numpy / sklearn / autograd computations."""
+"""Every registered training statistic (ood_core.statistics and the methods' own) against direct
+numpy / sklearn / autograd computations."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 from sklearn.covariance import EmpiricalCovariance
 
-from ood_core.train_stats import compute_train_stats
+from ood_core.statistics import TrainingData, TrainingDataError, compute_all_statistics, compute_statistics
 
 K, D, M = 4, 12, 200
 
@@ -19,7 +20,7 @@ def data():
     means = 2.0 * torch.rand(K, D, generator=gen)
     h = (means[labels] + torch.randn(M, D, generator=gen) * torch.linspace(0.2, 1.5, D)).relu()
     val = torch.randn(50, D, generator=gen).relu()
-    stats = compute_train_stats(h, h @ weight.T + bias, labels, weight, bias, val_features=val)
+    stats = compute_all_statistics(h, h @ weight.T + bias, labels, weight, bias, val_features=val)
     return h, labels, weight, bias, val, stats
 
 
@@ -93,11 +94,12 @@ def test_sorted_activation_samples(data) -> None:
     h, *_, val, stats = data
     assert torch.equal(stats["val_activations_sorted"], val.reshape(-1).sort().values)
     assert torch.equal(stats["train_activations_sorted"], h.reshape(-1).sort().values)
-    without_val = compute_train_stats(h, h @ data[2].T + data[3], data[1], data[2], data[3])
+    without_val = compute_statistics(["val_activations_sorted", "train_activations_sorted"],
+                                     TrainingData(h, h @ data[2].T + data[3], data[1], data[2], data[3]))
     assert torch.equal(without_val["val_activations_sorted"], without_val["train_activations_sorted"])
 
 
 def test_empty_training_split_raises() -> None:
-    with pytest.raises(ValueError):
-        compute_train_stats(torch.zeros(0, 3), torch.zeros(0, 2), torch.zeros(0, dtype=torch.long),
-                            torch.zeros(2, 3), torch.zeros(2))
+    with pytest.raises(TrainingDataError, match="empty training split"):
+        compute_all_statistics(torch.zeros(0, 3), torch.zeros(0, 2), torch.zeros(0, dtype=torch.long),
+                               torch.zeros(2, 3), torch.zeros(2))

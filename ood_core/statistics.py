@@ -1,0 +1,257 @@
+"""Training statistics: registered once each, with a version, by the code that owns them.
+
+A *statistic* is a tensor computed once from the ID training split's cached features (no
+gradients, docs/methods.md §4), stored in the cache's ``train_stats`` file and read by scorers
+through ``FitContext.stats[name]`` (a scorer declares the names it reads in ``Scorer.stats``).
+Each is registered with :func:`register_statistic` (name, version, what it is, its shape);
+registering a name twice raises. A method with a statistic of its own registers it at the end
+of its own file (``precision`` in ``scorers/mahalanobis.py``, ``vim_*`` and
+``train_max_logit_mean`` in ``scorers/vim.py``, ``knn_bank`` in ``scorers/knn.py``,
+``opnp_*`` in ``scorers/opnp.py``); the statistics several methods or pages share are
+registered here:
+
+  feature_mean              (D,)    m̄ = mean_x h(x)                               DICE
+  class_means               (K, D)  μ_c = mean_{y=c} h(x)                          Mahalanobis, LINe
+  class_counts              (K,)    training images per class
+  class_contribution        (K, D)  C[c] = W[c] ⊙ μ_c (LINe's Shapley/Taylor term)   LINe, Neurons page
+  val_activations_sorted    (V,)    ascending sample of ID-validation activations  ReAct / δ percentiles
+  train_activations_sorted  (V,)    ascending sample of training activations
+
+**Versions.** The cache records each statistic's version; a statistic whose recorded version
+differs from the registered one is stale, and the next build recomputes it (and only it) from
+the cached training features. Bump ``version`` whenever a change to ``compute`` changes its
+numbers.
+
+**Which statistics a cache holds.** :func:`required_statistics` is the union of the
+registered methods' ``stats``; ``load_benchmark`` and ``python -m precompute`` hand those to
+the cache builder (the cache layer never imports the scorers).
+
+Every statistic is computed in float64 from a :class:`TrainingData`, whose shared
+intermediates (float64 copies, class sums and means, and any a method memoises with
+:meth:`TrainingData.shared`) are computed once however many statistics use them, and returned
+by :func:`compute_statistics` as a contiguous float32 tensor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, TypeVar
+
+import torch
+from torch import Tensor
+
+from ood_core.registry import OODLensError, unknown_name
+
+# Enough values for percentile look-ups accurate to ~0.01 pt without storing N·D floats.
+MAX_SORTED_ACTIVATIONS = 2_000_000
+
+T = TypeVar("T")
+
+
+class TrainingDataError(OODLensError, ValueError):
+    """The training split cannot give statistics (it is empty)."""
+
+
+class _Copy:
+    """A :class:`TrainingData` field in another dtype, made once on first use (``data.shared``)."""
+
+    def __init__(self, field: str, dtype: torch.dtype, doc: str) -> None:
+        self.field, self.dtype, self.__doc__ = field, dtype, doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, data: "TrainingData | None", owner: type) -> Tensor:
+        if data is None:
+            return self  # type: ignore[return-value]
+        return data.shared(self.name, lambda: getattr(data, self.field).to(self.dtype))
+
+
+class TrainingData:
+    """The ID training split's cached outputs and the head, with lazily computed intermediates.
+
+    features: (M, D) float; logits: (M, K); labels: (M,) int64 in [0, K); head_weight W (K, D);
+    head_bias b (K,); val_features: (V, D) ID-validation features, or None. Every property
+    below is computed on first use and kept, so statistics that share work do it once.
+    """
+
+    def __init__(self, features: Tensor, logits: Tensor, labels: Tensor, head_weight: Tensor, head_bias: Tensor,
+                 val_features: Tensor | None = None) -> None:
+        if features.shape[0] == 0:
+            raise TrainingDataError("cannot compute training statistics from an empty training split")
+        self.features, self.logits, self.labels = features, logits, labels
+        self.head_weight, self.head_bias, self.val_features = head_weight, head_bias, val_features
+        self._memo: dict[str, object] = {}
+
+    def shared(self, key: str, compute: Callable[[], T]) -> T:
+        """``compute()`` once per key: an intermediate several statistics use (e.g. ViM's
+        eigendecomposition). Keys are namespaced by convention: ``"<method>.<what>"``."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[return-value]
+
+    # Shapes.
+    @property
+    def m(self) -> int:
+        """Training rows M."""
+        return int(self.features.shape[0])
+
+    @property
+    def d(self) -> int:
+        """Feature width D."""
+        return int(self.features.shape[1])
+
+    @property
+    def k(self) -> int:
+        """Classes K (rows of the head)."""
+        return int(self.head_weight.shape[0])
+
+    # float64 copies (int64 labels), each made on first use.
+    h = _Copy("features", torch.float64, "(M, D) float64 features.")
+    z = _Copy("logits", torch.float64, "(M, K) float64 logits.")
+    y = _Copy("labels", torch.int64, "(M,) int64 labels.")
+    W = _Copy("head_weight", torch.float64, "(K, D) float64 head weight.")  # noqa: N815 (the paper's name)
+    b = _Copy("head_bias", torch.float64, "(K,) float64 head bias.")
+
+    # Class statistics.
+    @property
+    def class_counts(self) -> Tensor:
+        """(K,) float64 training images per class."""
+        return self.shared("class_counts", lambda: torch.bincount(self.y, minlength=self.k).double())
+
+    @property
+    def class_means(self) -> Tensor:
+        """(K, D) float64 μ_c (a class without images: zeros)."""
+        def compute() -> Tensor:
+            sums = torch.zeros(self.k, self.d, dtype=torch.float64, device=self.h.device).index_add_(0, self.y, self.h)
+            return sums / self.class_counts.clamp(min=1).unsqueeze(1)
+
+        return self.shared("class_means", compute)
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One registered statistic: ``compute(data)`` gives its tensor (any float dtype; stored
+    as float32); ``version`` changes whenever its numbers do; ``doc`` and ``shape`` describe it."""
+
+    name: str
+    version: int
+    compute: Callable[[TrainingData], Tensor]
+    doc: str = ""
+    shape: str = ""
+
+
+STATISTICS: dict[str, Statistic] = {}
+
+
+def register_statistic(name: str, version: int = 1, *, doc: str = "", shape: str = ""
+                       ) -> Callable[[Callable[[TrainingData], Tensor]], Callable[[TrainingData], Tensor]]:
+    """Decorator registering ``compute(data: TrainingData) -> Tensor`` as statistic ``name``
+    (``doc`` defaults to the function's docstring). A name registered twice raises ``ValueError``."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"statistic {name!r}: version must be an int ≥ 1, got {version!r}")
+
+    def decorator(compute: Callable[[TrainingData], Tensor]) -> Callable[[TrainingData], Tensor]:
+        if name in STATISTICS:
+            raise ValueError(f"training statistic {name!r} is already registered")
+        STATISTICS[name] = Statistic(name, version, compute, doc or (compute.__doc__ or "").strip(), shape)
+        return compute
+
+    return decorator
+
+
+def get_statistic(name: str) -> Statistic:
+    """The registered statistic ``name``; an unknown name raises a one-line error listing the known ones."""
+    if name not in STATISTICS:
+        raise unknown_name("training statistic", name, sorted(STATISTICS))
+    return STATISTICS[name]
+
+
+def list_statistics() -> list[str]:
+    """Registered statistic names, sorted (the method ones once ``ood_core.scorers`` is imported)."""
+    return sorted(STATISTICS)
+
+
+def resolve_statistics(statistics: Iterable[str | Statistic]) -> list[Statistic]:
+    """Names or :class:`Statistic` objects → the objects, each once, in the given order."""
+    out: dict[str, Statistic] = {}
+    for item in statistics:
+        stat = get_statistic(item) if isinstance(item, str) else item
+        out.setdefault(stat.name, stat)
+    return list(out.values())
+
+
+def required_statistics(scorer_names: Iterable[str] | None = None) -> list[str]:
+    """Sorted union of ``create_scorer(name).stats`` over ``scorer_names`` (default: every
+    registered method). Importing :mod:`ood_core.scorers` registers the methods and their statistics."""
+    from ood_core.scorers import create_scorer, list_scorers
+
+    names = list_scorers() if scorer_names is None else list(scorer_names)
+    needed: set[str] = set()
+    for name in names:
+        if not name.endswith("<name>"):  # a prefix entry of the registry, not a method
+            needed |= set(create_scorer(name).stats)
+    return sorted(needed)
+
+
+def compute_statistics(statistics: Iterable[str | Statistic], data: TrainingData) -> dict[str, Tensor]:
+    """``{name: float32 contiguous tensor}`` for each statistic (a name or a :class:`Statistic`);
+    an unknown name raises before any work."""
+    return {stat.name: stat.compute(data).float().contiguous() for stat in resolve_statistics(statistics)}
+
+
+def compute_all_statistics(train_features: Tensor, train_logits: Tensor, train_labels: Tensor, head_weight: Tensor,
+                           head_bias: Tensor, val_features: Tensor | None = None) -> dict[str, Tensor]:
+    """Every registered statistic (the methods' own too: this imports :mod:`ood_core.scorers`) of
+    one training split, for tests and benchmarks: features (M, D), logits (M, K), labels (M,),
+    head (K, D) / (K,), ID-validation features (V, D) or None."""
+    import ood_core.scorers  # noqa: F401 (registers the statistics the methods own)
+
+    data = TrainingData(train_features, train_logits, train_labels, head_weight, head_bias, val_features)
+    return compute_statistics(list_statistics(), data)
+
+
+def _sorted_sample(features: Tensor, generator_seed: int = 0) -> Tensor:
+    flat = features.reshape(-1).float()
+    if flat.numel() > MAX_SORTED_ACTIVATIONS:
+        gen = torch.Generator(device="cpu").manual_seed(generator_seed)
+        idx = torch.randperm(flat.numel(), generator=gen)[:MAX_SORTED_ACTIVATIONS].to(flat.device)
+        flat = flat[idx]
+    return flat.sort().values
+
+
+# -- the statistics several methods or pages share ------------------------------------------------
+@register_statistic("feature_mean", shape="(D,)")
+def _feature_mean(data: TrainingData) -> Tensor:
+    """m̄ = mean_x h(x) (DICE's contribution estimate)."""
+    return data.h.mean(0)
+
+
+@register_statistic("class_means", shape="(K, D)")
+def _class_means(data: TrainingData) -> Tensor:
+    """μ_c = mean_{y=c} h(x) (Mahalanobis; LINe through the class contribution)."""
+    return data.class_means
+
+
+@register_statistic("class_counts", shape="(K,)")
+def _class_counts(data: TrainingData) -> Tensor:
+    """Training images per class."""
+    return data.class_counts
+
+
+@register_statistic("class_contribution", shape="(K, D)")
+def _class_contribution(data: TrainingData) -> Tensor:
+    """C[c] = W[c] ⊙ μ_c, LINe's Shapley/Taylor contribution term (LINe, the Neurons page)."""
+    return data.W * data.class_means
+
+
+@register_statistic("val_activations_sorted", shape="(≤ 2M,)")
+def _val_activations_sorted(data: TrainingData) -> Tensor:
+    """Ascending sample of the ID-validation activations (of the training ones without a
+    validation split): ReAct's clip percentiles, LINe's δ shown as a percentile."""
+    return _sorted_sample(data.val_features if data.val_features is not None else data.h)
+
+
+@register_statistic("train_activations_sorted", shape="(≤ 2M,)")
+def _train_activations_sorted(data: TrainingData) -> Tensor:
+    """Ascending sample of the training activations (ViM's ReAct baseline)."""
+    return _sorted_sample(data.h)

@@ -1,6 +1,6 @@
 """Pure functions returning plotly figures (no Streamlit here).
 
-Per the engineering notes: histogram counts are computed on the server with *shared* bin
+Histogram counts are computed on the server with *shared* bin
 edges for ID and every OOD set, ROC curves arrive already thinned (≤ 1k points, from
 ``ood_core.metrics.roc_points``), and arrays are float32 numpy, never long Python lists.
 """

@@ -1,4 +1,4 @@
-"""Every cached loader of the app, keyed by strings (engineering-notes.md, Streamlit section).
+"""Every cached loader of the app, keyed by strings.
 
 * ``st.cache_resource``: one object per process shared by every session, never copied:
   the benchmark (cache tensors + fitted scorers), the model (for uploads), each method's
@@ -178,3 +178,12 @@ def selected_benchmark() -> bench_api.Benchmark | None:
     except Exception as error:  # noqa: BLE001 - shown as one line, the rest of the app stays usable
         st.error(f"Cannot load {model} / {id_dataset}: {friendly_error(error)}")
         return None
+
+
+def selected() -> tuple[bench_api.Benchmark, tuple[str, ...], tuple[str, ...]] | None:
+    """(benchmark, OOD sets, methods) of the sidebar's selection, or None after saying why."""
+    bench = selected_benchmark()
+    if bench is None:
+        return None
+    _, _, oods, methods = selection()
+    return bench, oods, methods

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import streamlit as st
 
-from ood_core.scorers.base import HyperparameterError, Param
+from ood_core.params import HyperparameterError, Param
 
 LIST_KEYS = ("ood", "methods")
 SCALAR_KEYS = ("page", "model", "id", "method")

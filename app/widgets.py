@@ -16,7 +16,7 @@ from torch import Tensor
 
 from app import url_state
 from ood_core import stages
-from ood_core.scorers.base import Param
+from ood_core.params import Param
 
 LOG_STEPS = 49
 

@@ -20,7 +20,9 @@ from torch import Tensor
 from ood_core import metrics
 from ood_core.models.base import OODModel, Preprocessing
 from ood_core.registry import OODLensError
-from ood_core.scorers.base import FeatureSet, Scorer
+from ood_core.models.perturb import odin_perturbed_logits
+from ood_core.records import FeatureSet
+from ood_core.scorers.base import Scorer
 
 
 class _BenchmarkLike(Protocol):
@@ -103,12 +105,8 @@ def image_features(model: OODModel, image: Image.Image, *, odin_eps: Sequence[fl
     return model_input, feats
 
 
-def _odin_logits(model: OODModel, batch: Tensor, eps: tuple[float, ...], temperature: float) -> Tensor | None:
-    """(E, 1, K) perturbed logits, or None when the perturbation module is unavailable."""
-    try:
-        from ood_core.models.perturb import odin_perturbed_logits
-    except ImportError:
-        return None
+def _odin_logits(model: OODModel, batch: Tensor, eps: tuple[float, ...], temperature: float) -> Tensor:
+    """(E, 1, K) perturbed logits of one image for ODIN's ε grid."""
     logits = odin_perturbed_logits(model, batch, temperature=temperature, eps_grid=eps)
     return logits.detach().float()
 

@@ -1,7 +1,7 @@
-"""LINe's neuron-overlap statistics (methods.md §3.10(f), the paper's Table 8), for the Neurons page.
+"""LINe's neuron-overlap statistics (docs/methods.md §3.10(f), the paper's Table 8), for the Neurons page.
 
 All functions are pure, take the class contribution C (K×D, ``class_contribution`` of
-:mod:`ood_core.train_stats`, C[c] = W[c] ⊙ μ_c) and work on any device.
+:mod:`ood_core.statistics`, C[c] = W[c] ⊙ μ_c) and work on any device.
 
 "Important" neurons of class c: T_c = {j : C[c, j] > percentile(C[c, :], 100 − q)}, the
 same strict per-class percentile rule as LINe's activation mask with p_a = 100 − q (q = 10 on

@@ -4,7 +4,7 @@ A sweep scores a grid over one or two of a method's hyperparameters (the others 
 and, at every point, computes
 
 * **validation** FPR95 / AUROC: ``bench.id_val`` (held-out ID images) against one OOD set
-  that is *not* among the test OOD sets (methods.md §4: never tune on the test OOD sets),
+  that is *not* among the test OOD sets (docs/methods.md §4: never tune on the test OOD sets),
 * **test** FPR95 / AUROC averaged over the test OOD sets (against ``bench.id_test``).
 
 The **best** point is chosen on validation only; its test figures are what a paper may
@@ -29,7 +29,9 @@ import torch
 
 from ood_core import metrics
 from ood_core.registry import OODLensError
-from ood_core.scorers.base import FeatureSet, Param, Scorer
+from ood_core.params import Param
+from ood_core.records import FeatureSet
+from ood_core.scorers.base import Scorer
 
 Objective = Literal["fpr95", "auroc"]
 ProgressCallback = Callable[[str, int, int], None]

@@ -21,10 +21,10 @@ def _highlight_best(frame: pd.DataFrame, flat: pd.DataFrame):
 
 def render() -> None:
     st.header("Compare methods")
-    bench = resources.selected_benchmark()
-    if bench is None:
+    picked = resources.selected()
+    if picked is None:
         return
-    _, _, oods, methods = resources.selection()
+    bench, oods, methods = picked
     if not methods:
         st.info("Choose one or more methods in the sidebar.")
         return

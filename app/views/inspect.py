@@ -42,10 +42,10 @@ def _pick_image(bench):
 
 def render() -> None:
     st.header("Inspect an image")
-    bench = resources.selected_benchmark()
-    if bench is None:
+    selected = resources.selected()
+    if selected is None:
         return
-    _, _, oods, methods = resources.selection()
+    bench, oods, methods = selected
     picked = _pick_image(bench)
     if picked is None:
         return

@@ -93,10 +93,10 @@ def _available(bench) -> list[str]:
 def picked_method():
     """(benchmark, OOD sets, method, fitted scorer) for the sidebar selection and the method
     picker, or None after showing why (no cache yet, or the method cannot be fitted)."""
-    bench = resources.selected_benchmark()
-    if bench is None:
+    selected = resources.selected()
+    if selected is None:
         return None
-    _, _, oods, _ = resources.selection()
+    bench, oods, _ = selected
     method = method_picker()
     try:
         return bench, oods, method, bench.scorer(method)

@@ -1,15 +1,16 @@
 """Scorer registry: ``create_scorer(name)`` returns an unfitted :class:`Scorer`.
 
 Each method lives in its own module and registers itself with ``@register_scorer(name)``
-on a builder (usually the class itself, or a ``functools.partial`` of it for a variant
-with other defaults, e.g. ``ash-s`` / ``ash-p``).
+(``ood_core.registry.SCORERS``) on a builder: the class itself, or a ``functools.partial`` of
+it for a variant with other defaults or other declared stages (``ash-s``, ``opnp+react``).
 """
 from __future__ import annotations
 
-from ood_core.registry import Registry
-from ood_core.scorers.base import FeatureSet, FitContext, Param, Scorer
+from ood_core.params import Param
+from ood_core.records import FeatureSet, FitContext
+from ood_core.registry import SCORERS
+from ood_core.scorers.base import Scorer
 
-SCORERS: Registry[Scorer] = Registry("method")
 register_scorer = SCORERS.register
 
 

@@ -2,215 +2,50 @@
 
 A scorer declares
   * ``name`` / ``title`` / ``paper``: identity and citation,
-  * ``needs``: the :class:`FeatureSet` fields it reads (``"logits"``, ``"penultimate"``,
-    ``"prepool_max"``, ``"odin_logits"``),
-  * ``stats``: the training statistics it reads from ``FitContext.stats``
-    (names defined in :mod:`ood_core.train_stats`),
-  * ``params``: its hyperparameters as :class:`Param` declarations (the app builds
-    its widgets from these),
+  * ``needs``: the :class:`~ood_core.records.FeatureSet` fields it reads (``"logits"``,
+    ``"penultimate"``, ``"prepool_max"``, ``"odin_logits"``),
+  * ``stats``: the training statistics it reads from ``FitContext.stats`` (each registered
+    once, with a version, in :mod:`ood_core.statistics`),
+  * ``params``: its hyperparameters as :class:`~ood_core.params.Param` declarations (the app
+    builds its widgets from these; :meth:`Scorer.declared_params` gives them for a fitted
+    model, e.g. ViM's ``dim`` bounded by the feature width),
 and implements
   * ``fit(ctx)``: hyperparameter-free preparation from the head and training statistics,
-  * ``score(feats, **hparams)``: a batched ``(N,) float32`` score, **higher = more ID**,
-  * optionally ``modified_logits(feats, **hparams)``: the ``(N, K)`` logits of the
-    modified head (clipping / pruning) so the app can show the head's ID accuracy;
-    methods scored as the energy of such a head subclass :class:`ShapedHeadScorer`, which
-    derives ``score`` from it and gives both from one head pass (``score_with_logits``).
+  * ``reference(feats, **hparams)``: the paper's formula in plain tensor code, a batched
+    ``(N,) float32`` score, **higher = more ID**,
+  * ``score(feats, **hparams)``: the same numbers, by a faster path where the method has
+    one (memos, sparse products; declared in ``fast_path``), else the reference itself;
+  * for methods scored as the energy of a modified head (:class:`ShapedHeadScorer`):
+    ``reference_logits`` / ``modified_logits``, the ``(N, K)`` logits of that head.
 
-Scores are computed on whatever device the feature tensors live on.
+Scores are computed on whatever device the feature tensors live on. Every memo of a scorer
+is an :class:`ood_core.memo.Memo`, cleared by ``fit``.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor
 
 from ood_core import stages
+from ood_core.memo import Memo
+from ood_core.params import HyperparameterError, Param
+from ood_core.records import FeatureSet, FitContext
 from ood_core.registry import OODLensError, did_you_mean
 
-ParamKind = Literal["float", "int", "bool", "choice"]
+__all__ = ["FeatureSet", "FitContext", "HyperparameterError", "MissingStatsError", "Param", "Scorer",
+           "ShapedHeadScorer"]
 
 
 class MissingStatsError(OODLensError, ValueError):
     """``Scorer.fit`` got a FitContext without a training statistic the scorer declares."""
 
 
-class HyperparameterError(OODLensError, ValueError):
-    """A hyperparameter value that is unknown, malformed, non-finite or out of range (one line)."""
-
-
-_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
-
-
-def _parse_number(value: Any) -> float | None:
-    """``value`` as a float when it is a real number or a string of one (bools excluded), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-@dataclass(frozen=True)
-class Param:
-    """One hyperparameter declaration.
-
-    ``low``/``high``/``step`` bound numeric params (inclusive). ``choices`` lists the
-    values of a ``"choice"`` param. ``log`` asks the UI for a log-scale widget.
-    """
-
-    name: str
-    default: Any
-    kind: ParamKind = "float"
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-    help: str = ""
-    unit: str = ""
-    log: bool = False
-    label: str = ""  # display label, e.g. "δ (clip)"; falls back to name
-
-    def validate(self, value: Any) -> Any:
-        """``value`` (a Python value or the string a CLI / URL gives) as this param's kind.
-
-        The one validation path of the CLI, the API, the URL and the widgets: numbers must be
-        finite and inside [low, high], an ``int`` param takes only integral values, a choice is
-        matched by value (``"0.0028"`` is the float choice 0.0028), a bool is ``True``/``False``,
-        0/1 or one of true/false/yes/no/on/off. Anything else raises :class:`HyperparameterError`.
-        """
-        if self.kind == "bool":
-            return self._validate_bool(value)
-        if self.kind == "choice":
-            return self._validate_choice(value)
-        number = _parse_number(value)
-        if number is None:
-            raise self._error(value, f"is not a number (expected {'an integer' if self.kind == 'int' else 'a number'})")
-        if not math.isfinite(number):
-            raise self._error(value, "is not a finite number")
-        if self.kind == "int":
-            if number != int(number):
-                raise self._error(value, "is not an integer")
-            number = int(number)
-        if self.low is not None and number < self.low:
-            raise self._error(value, f"is below its minimum {self.low:g}")
-        if self.high is not None and number > self.high:
-            raise self._error(value, f"is above its maximum {self.high:g}")
-        return number
-
-    def _validate_bool(self, value: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, numbers.Integral) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
-            return value.strip().lower() in _TRUE_WORDS
-        raise self._error(value, "is not a boolean (use true/false, yes/no, on/off or 1/0)")
-
-    def _validate_choice(self, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.strip()
-        for choice in self.choices:
-            if isinstance(choice, bool) or isinstance(value, bool):
-                if choice is value or (isinstance(value, str) and value.lower() == str(choice).lower()):
-                    return choice
-            elif isinstance(choice, numbers.Real):
-                number = _parse_number(value)
-                if isinstance(value, str) and number is not None and number == choice:
-                    return choice
-                if isinstance(value, numbers.Real) and value == choice:
-                    return choice
-            elif value == choice:
-                return choice
-        raise self._error(value, f"is not one of {', '.join(str(c) for c in self.choices)}")
-
-    def _error(self, value: Any, why: str) -> HyperparameterError:
-        return HyperparameterError(f"{self.name}={value!r} {why}")
-
-
-@dataclass
-class FeatureSet:
-    """What the cache holds for one (model, dataset, split); every tensor on one device.
-
-    logits:        (N, K) float32, exactly ``penultimate @ W.T + b``
-    penultimate:   (N, D) float32, the input of the final Linear
-    prepool_max:   (N, C) float32 or None, per-channel spatial max of the last feature
-                   maps before global pooling (C == D for GAP networks); for ViT the
-                   head-averaged CLS attention row of the last block, (N, T)
-    labels:        (N,) int64, -1 where unknown (OOD sets)
-    odin_logits:   (E, N, K) float32 or None, raw logits (not divided by T) of the input
-                   perturbed by ODIN's step for each ε in ``odin_eps``, the gradient taken
-                   at temperature ``odin_temperature``
-    """
-
-    logits: Tensor
-    penultimate: Tensor
-    labels: Tensor
-    prepool_max: Tensor | None = None
-    odin_logits: Tensor | None = None
-    odin_eps: tuple[float, ...] = ()
-    odin_temperature: float = 1000.0
-
-    def __len__(self) -> int:
-        return int(self.logits.shape[0])
-
-    @property
-    def device(self) -> torch.device:
-        return self.logits.device
-
-    def to(self, device: torch.device | str) -> "FeatureSet":
-        """A copy with every tensor moved to ``device``."""
-        return dataclasses.replace(self, **{
-            name: value.to(device) for name, value in self._tensors().items()
-        })
-
-    def subset(self, index: Tensor) -> "FeatureSet":
-        """Rows ``index`` (a (M,) int64 or bool tensor) of every per-sample tensor."""
-        out = {name: value[index] for name, value in self._tensors().items() if name != "odin_logits"}
-        if self.odin_logits is not None:
-            out["odin_logits"] = self.odin_logits[:, index]
-        return dataclasses.replace(self, **out)
-
-    def _tensors(self) -> dict[str, Tensor]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if isinstance(getattr(self, f.name), Tensor)}
-
-    @property
-    def predictions(self) -> Tensor:
-        """(N,) int64 argmax of the logits."""
-        return self.logits.argmax(dim=1)
-
-
-@dataclass
-class FitContext:
-    """What ``Scorer.fit`` may use. Tensors share one device.
-
-    head_weight: (K, D) float32, the final Linear's weight W
-    head_bias:   (K,) float32, its bias b
-    stats:       training statistics by name (see :mod:`ood_core.train_stats`)
-    """
-
-    head_weight: Tensor
-    head_bias: Tensor
-    stats: Mapping[str, Tensor] = field(default_factory=dict)
-
-    @property
-    def device(self) -> torch.device:
-        return self.head_weight.device
-
-
 class Scorer:
-    """Base class; subclasses set the class attributes and implement ``score``."""
+    """Base class; subclasses set the class attributes and implement ``reference`` (and
+    ``score`` when they have a faster path)."""
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
@@ -218,34 +53,55 @@ class Scorer:
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     stats: ClassVar[frozenset[str]] = frozenset()
     params: ClassVar[tuple[Param, ...]] = ()
+    fast_path: ClassVar[str] = ""  # what ``score`` does beyond ``reference``; "" = it is the reference
 
-    def __init__(self, **default_overrides: Any) -> None:
-        # Registered variants (e.g. "ash-s" vs "ash-p") override declared defaults here.
-        self._defaults = {p.name: p.default for p in self.params}
-        for key, value in default_overrides.items():
-            self._defaults[key] = self.param(key).validate(value)
+    def __init__(self, name: str | None = None, title: str | None = None, **default_overrides: Any) -> None:
+        if name is not None:  # a registered variant reports its own name ("ash-s", "nap-r")
+            self.name = name
+            self.title = title or name.upper()
+        elif title is not None:
+            self.title = title
+        self._overrides = {key: self.param(key).validate(value) for key, value in default_overrides.items()}
+        self._params = self._with_overrides(self.params)
         self.ctx: FitContext | None = None
+
+    def _with_overrides(self, params: tuple[Param, ...]) -> tuple[Param, ...]:
+        """``params`` with the variant's defaults, each kept inside its (possibly model-specific) range."""
+        out = []
+        for p in params:
+            if p.name in self._overrides:
+                default = self._overrides[p.name]
+                if p.kind in ("float", "int") and p.low is not None and p.high is not None:
+                    default = min(max(default, p.low), p.high)
+                p = dataclasses.replace(p, default=default)
+            out.append(p)
+        return tuple(out)
 
     # -- declarations -------------------------------------------------------------
     def param(self, name: str) -> Param:
-        for p in self.params:
+        for p in getattr(self, "_params", self.params):
             if p.name == name:
                 return p
         names = [p.name for p in self.params]
         raise HyperparameterError(f"{self.name} has no hyperparameter {name!r}; {did_you_mean(name, names)}it has "
                                   f"{', '.join(names) or 'none'}")
 
+    def params_for(self, ctx: FitContext) -> tuple[Param, ...]:
+        """The declared params for the model of ``ctx`` (a method whose range or default depends
+        on the model, like ViM's ``dim``, overrides this); variant defaults applied after."""
+        return self.params
+
     def declared_params(self) -> tuple[Param, ...]:
-        """The params with this instance's (variant's) defaults."""
-        return tuple(dataclasses.replace(p, default=self._defaults[p.name]) for p in self.params)
+        """The params with this instance's (variant's) defaults, for the fitted model once fitted."""
+        return self._params
 
     def defaults(self) -> dict[str, Any]:
-        return dict(self._defaults)
+        return {p.name: p.default for p in self._params}
 
     def resolve(self, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults updated with ``hparams``, each validated (:meth:`Param.validate`); an unknown
         name or an invalid value raises :class:`HyperparameterError`."""
-        values = dict(self._defaults)
+        values = self.defaults()
         for key, value in (hparams or {}).items():
             values[key] = self.param(key).validate(value)
         return values
@@ -253,24 +109,38 @@ class Scorer:
     # -- behaviour ----------------------------------------------------------------
     def fit(self, ctx: FitContext) -> "Scorer":
         """Prepare from the head and training statistics (no hyperparameters involved)."""
-        missing = [s for s in self.stats if s not in ctx.stats]
+        missing = [s for s in sorted(self.stats) if s not in ctx.stats]
         if missing:
             raise MissingStatsError(f"{self.name} needs training statistics {missing}; "
                                     "rebuild the cache's train_stats (python -m precompute)")
         self.ctx = ctx
+        self._params = self._with_overrides(self.params_for(ctx))
         self.forget_tensors()  # results memoised under a previous fit are stale
         return self
 
-    def forget_tensors(self) -> None:
-        """Drop every per-tensor memo (:class:`PerTensorMemo` attributes), so the next call
-        scores its rows from scratch (benchmarks time a cold re-score with it)."""
+    def memos(self) -> list[Memo]:
+        """Every :class:`Memo` this scorer holds (attributes, and those of scorers it wraps)."""
+        found: list[Memo] = []
         for value in vars(self).values():
-            if isinstance(value, PerTensorMemo):
-                value.clear()
+            if isinstance(value, Memo):
+                found.append(value)
+            elif isinstance(value, Scorer) and value is not self:
+                found.extend(value.memos())
+        return found
+
+    def forget_tensors(self) -> None:
+        """Clear every memo, so the next call computes from scratch (benchmarks time a cold
+        re-score with it; ``fit`` calls it)."""
+        for memo in self.memos():
+            memo.clear()
+
+    def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """(N,) float32 scores by the paper's formula in plain tensor code, higher = more ID."""
+        raise NotImplementedError
 
     def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        """(N,) float32 scores, higher = more in-distribution."""
-        raise NotImplementedError
+        """(N,) float32 scores, higher = more in-distribution (the reference unless overridden)."""
+        return self.reference(feats, **hparams)
 
     def modified_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor | None:
         """(N, K) logits of the modified head, or None when the method leaves the head alone."""
@@ -288,17 +158,31 @@ class Scorer:
             raise RuntimeError(f"scorer {self.name!r} must be fit() before score()")
         return self.ctx
 
+    def head_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The fitted head (W (K, D), b (K,)) as float32 on ``device``."""
+        return stages.head_on(self.fitted.head_weight, self.fitted.head_bias, device)
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, defaults={self._defaults})"
+        return f"{type(self).__name__}(name={self.name!r}, defaults={self.defaults()})"
 
 
 class ShapedHeadScorer(Scorer):
     """A method whose score is the energy of a modified head's logits (ReAct, DICE, LINe,
-    OPNP, ASH): subclasses implement ``modified_logits``; the head then runs once even when
-    both the scores and the logits are wanted."""
+    OPNP, ASH): subclasses implement ``reference_logits`` (the plain formula) and, when they
+    have a faster path, ``modified_logits``; the head then runs once even when both the
+    scores and the logits are wanted."""
+
+    def reference_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """(N, K) float32 logits of the modified head, by the plain formula."""
+        raise NotImplementedError
 
     def modified_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        raise NotImplementedError
+        """(N, K) float32 logits of the modified head (the reference unless overridden)."""
+        return self.reference_logits(feats, **hparams)
+
+    def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """(N,) float32 S = LSE of the reference head's logits."""
+        return stages.energy(self.reference_logits(feats, **hparams)).float()
 
     def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """(N,) float32 S = LSE of the modified head's logits."""
@@ -307,89 +191,3 @@ class ShapedHeadScorer(Scorer):
     def score_with_logits(self, feats: FeatureSet, **hparams: Any) -> tuple[Tensor, Tensor]:
         logits = self.modified_logits(feats, **hparams)
         return stages.energy(logits).float(), logits
-
-
-_SEEN_ONCE = object()  # PerTensorMemo: the tensor was scored once, nothing memoised yet
-
-
-def tensor_bytes(value: Any) -> int:
-    """Bytes of the tensors in ``value`` (a tensor, or tuples / lists / dicts of them)."""
-    if isinstance(value, Tensor):
-        return value.element_size() * value.nelement()
-    if isinstance(value, dict):
-        return sum(tensor_bytes(v) for v in value.values())
-    if isinstance(value, (tuple, list)):
-        return sum(tensor_bytes(v) for v in value)
-    return 0
-
-
-class PerTensorMemo:
-    """A few results keyed by the identity of an input tensor (a cached feature set).
-
-    Sliders re-score the same cached tensors many times; work that depends on the tensor but
-    not on a hyperparameter (KNN's similarity search, ASH's per-row sort, Mahalanobis's
-    whitening) is done once per tensor. An entry is used only while the very tensor is
-    alive (weakref) and unmodified (in-place version counter; inference tensors have none
-    and cannot be modified in place), so a freed tensor's reused id never hits.
-
-    Bounded twice, least recently used first out: ``max_entries`` (one benchmark re-scores
-    its ID set and every OOD set on each move, so room for all of them keeps every lookup a
-    hit) and ``max_bytes`` of tensors held in the results.
-    """
-
-    def __init__(self, max_entries: int = 16, max_bytes: int = 1 << 30) -> None:
-        import threading
-        import weakref
-        from collections import OrderedDict
-
-        self._lock = threading.Lock()  # app sessions score from several threads
-        self._weakref = weakref.ref
-        self._entries: "OrderedDict[int, tuple[Any, int, Any, int]]" = OrderedDict()
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-
-    @staticmethod
-    def _version(tensor: Tensor) -> int:
-        return -1 if tensor.is_inference() else tensor._version
-
-    def get(self, tensor: Tensor, compute, reused_only: bool = False, expected_bytes: int = 0) -> Any:
-        """``compute(tensor)``, memoised for this tensor.
-
-        ``reused_only``: return None the first time a tensor is seen (remembering only that it
-        was), so a one-off score takes the caller's direct path and the memo is built when
-        the tensor is scored again (a slider move). ``expected_bytes``: the result's size;
-        above half of ``max_bytes`` nothing is computed and None is returned (such results
-        would evict each other on every call: the caller's direct path is cheaper)."""
-        if reused_only and expected_bytes > self.max_bytes // 2:
-            return None
-        key, version = id(tensor), self._version(tensor)
-        with self._lock:
-            hit = self._entries.get(key)
-            seen = hit is not None and hit[0]() is tensor and hit[1] == version
-            if seen and hit[2] is not _SEEN_ONCE:
-                self._entries.move_to_end(key)
-                return hit[2]
-            if reused_only and not seen:
-                self._remember(key, tensor, version, _SEEN_ONCE, 0)
-                return None
-        result = compute(tensor)  # outside the lock: another tensor's lookup need not wait
-        with self._lock:
-            self._remember(key, tensor, version, result, tensor_bytes(result))
-        return result
-
-    def put(self, tensor: Tensor, result: Any) -> None:
-        """Replace what is memoised for ``tensor`` (a result refined by a later call)."""
-        with self._lock:
-            self._remember(id(tensor), tensor, self._version(tensor), result, tensor_bytes(result))
-
-    def _remember(self, key: int, tensor: Tensor, version: int, result: Any, size: int) -> None:
-        """Store an entry and evict the least recently used beyond the bounds (lock held)."""
-        self._entries[key] = (self._weakref(tensor), version, result, size)
-        self._entries.move_to_end(key)
-        while len(self._entries) > 1 and (len(self._entries) > self.max_entries or
-                                          sum(e[3] for e in self._entries.values()) > self.max_bytes):
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()

@@ -1,72 +1,56 @@
-"""DICE: directed sparsification of the head (Sun & Li, ECCV 2022), methods.md §2.6.
+"""DICE: directed sparsification of the head (Sun & Li, ECCV 2022), docs/methods.md §2.6.
 
-V = m̄[None, :] ⊙ W (signed contribution, K×D); M = V > np.percentile(V, p) over all K·D
-entries (strict ">"); S = LSE((W ⊙ M)·h + b), the bias untouched. p is the percent of
-weights *dropped*: 90 on CIFAR, 70 on ImageNet ResNet-50.
+    V = m̄[None, :] ⊙ W           (signed contribution, K×D; m̄ the training feature mean)
+    M = V > np.percentile(V, p)   (one percentile over all K·D entries, strict ">")
+    S(x) = LSE((W ⊙ M)·h + b)     (the bias untouched)
+
+p is the percent of weights *dropped*: 90 on CIFAR, 70 on ImageNet ResNet-50. The mask is a
+declared stage (:class:`DiceMask`), composed alone here and with ReAct's clip in DICE+ReAct.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import dataclasses
+import functools
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
 
 from ood_core import stages
-from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, Param, ShapedHeadScorer
-from ood_core.scorers.react import head_on
+from ood_core.params import Param
+from ood_core.records import FitContext
+from ood_core.registry import SCORERS
+from ood_core.scorers.composed import ComposedHeadScorer, HeadStage
 
+PAPER = "Sun & Li. DICE: Leveraging Sparsification for Out-of-Distribution Detection. ECCV 2022."
 SPARSITY = Param("sparsity", 90.0, low=0.0, high=99.9, step=0.1, unit="%", label="sparsity p",
                  help="Percent of head weights dropped, those with the smallest m̄ⱼ·W_kj (90 on CIFAR, 70 on ImageNet).")
 
 
-@register_scorer("dice")
-class DiceScorer(ShapedHeadScorer):
-    """DICE: S = LSE((W ⊙ M_p)·h + b) with M_p = [m̄ ⊙ W > percentile_p], higher = more ID.
+def dice_mask(feature_mean: Tensor, weight: Tensor, sparsity: float) -> Tensor:
+    """m̄ (D,), W (K, D) → (K, D) bool M = m̄ ⊙ W > np.percentile(m̄ ⊙ W, p) (sparsity 0 still
+    drops the entries equal to the minimum: the comparison is strict)."""
+    contribution = feature_mean[None, :] * weight
+    return contribution > stages.percentile(contribution, sparsity)
 
-    needs: penultimate (N, D) float32; stats: feature_mean (D,).
-    The masked weight is memoised per sparsity, so scoring is one GEMM.
-    """
 
-    name: ClassVar[str] = "dice"
-    title: ClassVar[str] = "DICE"
-    paper: ClassVar[str] = "Sun & Li. DICE: Leveraging Sparsification for Out-of-Distribution Detection. ECCV 2022."
-    needs: ClassVar[frozenset[str]] = frozenset({"penultimate"})
-    stats: ClassVar[frozenset[str]] = frozenset({"feature_mean"})
-    params: ClassVar[tuple[Param, ...]] = (SPARSITY,)
+def dice_reference(h: Tensor, weight: Tensor, bias: Tensor, feature_mean: Tensor, sparsity: float) -> Tensor:
+    """h (N, D) → (N,) S = LSE((W ⊙ M)·h + b)."""
+    return torch.logsumexp(h @ (weight * dice_mask(feature_mean, weight, sparsity)).T + bias, dim=1)
 
-    def fit(self, ctx: FitContext) -> "DiceScorer":
-        super().fit(ctx)
-        self._masked_weights: dict[float, Tensor] = {}  # sparsity → W ⊙ M (K, D) on the ctx device
-        return self
 
-    @property
-    def contribution(self) -> Tensor:
-        """(K, D) float32 signed contribution V = m̄[None, :] ⊙ W that the sparsity percentile ranks."""
-        ctx = self.fitted
-        return ctx.stats["feature_mean"].float()[None, :] * ctx.head_weight.float()
+class DiceMask(HeadStage):
+    """DICE's static weight mask M_p."""
 
-    def weight_mask(self, sparsity: float) -> Tensor:
-        """(K, D) bool DICE mask on the fit device."""
-        ctx = self.fitted
-        return stages.dice_weight_mask(ctx.stats["feature_mean"].float(), ctx.head_weight.float(), float(sparsity))
+    stats = frozenset({"feature_mean"})
+    mask_params = ("sparsity",)
 
-    def masked_weight(self, sparsity: float, device: torch.device) -> Tensor:
-        """(K, D) float32 W ⊙ M, memoised per sparsity (a δ-only slider never rebuilds it)."""
-        key = float(sparsity)
-        if key not in self._masked_weights:
-            mask = self.weight_mask(key)
-            self._masked_weights[key] = self.fitted.head_weight.float() * mask.to(torch.float32)
-        return self._masked_weights[key].to(device)
+    def __init__(self, sparsity: float = 90.0) -> None:
+        self.params = (dataclasses.replace(SPARSITY, default=float(sparsity)),)
 
-    def transform_features(self, h: Tensor, values: dict[str, Any]) -> Tensor:
-        """The features entering the masked head; identity here (DICE+ReAct clips)."""
-        return h
+    def weight_mask(self, ctx: FitContext, values: Mapping[str, Any]) -> Tensor:
+        return dice_mask(ctx.stats["feature_mean"].float(), ctx.head_weight.float(), float(values["sparsity"]))
 
-    def modified_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        """(N, K) float32 logits of the sparsified head."""
-        values = self.resolve(hparams)
-        h = self.transform_features(feats.penultimate.float(), values)
-        _, bias = head_on(self.fitted, h.device)
-        return torch.addmm(bias, h, self.masked_weight(values["sparsity"], h.device).T)
 
+build_dice = functools.partial(ComposedHeadScorer, name="dice", title="DICE", paper=PAPER, head_stages=(DiceMask(90.0),))
+SCORERS.register("dice")(build_dice)

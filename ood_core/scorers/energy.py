@@ -1,4 +1,4 @@
-"""Energy score (Liu et al., NeurIPS 2020), methods.md §1.2."""
+"""Energy score (Liu et al., NeurIPS 2020), docs/methods.md §1.2."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,7 +6,7 @@ from typing import Any
 from torch import Tensor
 
 from ood_core import stages
-from ood_core.scorers import register_scorer
+from ood_core.registry import SCORERS
 from ood_core.scorers.base import FeatureSet, Param, Scorer
 
 TEMPERATURE = Param(
@@ -15,7 +15,7 @@ TEMPERATURE = Param(
 )
 
 
-@register_scorer("energy")
+@SCORERS.register("energy")
 class EnergyScorer(Scorer):
     """S(x) = T·LSE(z/T), the negative free energy (higher = more ID)."""
 
@@ -25,7 +25,7 @@ class EnergyScorer(Scorer):
     needs = frozenset({"logits"})
     params = (TEMPERATURE,)
 
-    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+    def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """feats.logits (N, K) → (N,) float32."""
         hp = self.resolve(hparams)
         return stages.energy(feats.logits.float(), hp["temperature"])

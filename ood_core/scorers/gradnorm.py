@@ -1,4 +1,4 @@
-"""GradNorm at the last layer (Huang, Geng & Li, NeurIPS 2021), methods.md §2.4.
+"""GradNorm at the last layer (Huang, Geng & Li, NeurIPS 2021), docs/methods.md §2.4.
 
 The official code back-propagates, per sample, L = Σ_k −log softmax(z/T)_k and takes the
 L1 norm of ∂L/∂W (head weight only). Since ∂L/∂W_kj = (K·p_k − 1)·h_j / T this is the
@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ood_core.scorers import register_scorer
+from ood_core.registry import SCORERS
 from ood_core.scorers.base import FeatureSet, Param, Scorer
 
 
@@ -22,7 +22,7 @@ def gradnorm_closed_form(features: Tensor, logits: Tensor, temperature: float = 
     return features.float().abs().sum(1) * (num_classes * probabilities - 1.0).abs().sum(1) / temperature
 
 
-@register_scorer("gradnorm")
+@SCORERS.register("gradnorm")
 class GradNormScorer(Scorer):
     """S(x) = (1/T)·‖h‖₁·Σ_k |K·softmax(z/T)_k − 1| (L1 norm of the head-weight gradient)."""
 
@@ -35,7 +35,7 @@ class GradNormScorer(Scorer):
               help="Softmax temperature T of the KL-to-uniform loss; the paper uses T = 1."),
     )
 
-    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+    def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """feats.penultimate (N, D), feats.logits (N, K) → (N,) float32."""
         hp = self.resolve(hparams)
         return gradnorm_closed_form(feats.penultimate, feats.logits, hp["temperature"])

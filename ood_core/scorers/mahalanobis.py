@@ -1,5 +1,5 @@
 """Mahalanobis distance to the closest class mean, penultimate layer only (Lee et al.,
-NeurIPS 2018, as run by ViM's ``benchmark.py`` and OpenOOD's ``mds``), methods.md §2.1.
+NeurIPS 2018, as run by ViM's ``benchmark.py`` and OpenOOD's ``mds``), docs/methods.md §2.1.
 
 S(x) = max_c −(h − μ_c)ᵀ P (h − μ_c), with class means μ_c and the tied precision P
 (pinv of the MLE class-centred covariance). No input pre-processing, no regression.
@@ -11,8 +11,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, PerTensorMemo, Scorer
+from ood_core.registry import SCORERS
+from ood_core.memo import Memo
+from ood_core.scorers.base import FeatureSet, FitContext, Scorer
+from ood_core.statistics import TrainingData, register_statistic
+
+
+def mahalanobis_reference(h: Tensor, class_means: Tensor, precision: Tensor) -> Tensor:
+    """h (N, D), μ (K, D), P (D, D) → (N,) S = max_c −(h − μ_c)ᵀ P (h − μ_c), as written."""
+    diff = h.double()[:, None, :] - class_means.double()[None, :, :]
+    return (-torch.einsum("nkd,de,nke->nk", diff, precision.double(), diff)).amax(dim=1).float()
 
 
 def whitening_factor(precision: Tensor) -> Tensor:
@@ -43,7 +51,7 @@ def min_squared_mahalanobis(features: Tensor, whitened_means: Tensor, factor: Te
     return squared.clamp(min=0).amin(dim=1)  # clamp: float round-off can dip below 0
 
 
-@register_scorer("mahalanobis")
+@SCORERS.register("mahalanobis")
 class MahalanobisScorer(Scorer):
     """S(x) = max_c −(h − μ_c)ᵀ P (h − μ_c) (tied covariance, penultimate layer)."""
 
@@ -52,14 +60,25 @@ class MahalanobisScorer(Scorer):
     paper = "Lee, Lee, Lee & Shin, A Simple Unified Framework for Detecting OOD Samples and Adversarial Attacks, NeurIPS 2018"
     needs = frozenset({"penultimate"})
     stats = frozenset({"class_means", "precision"})
+    fast_path = "whitened GEMM form (two products, no (N, K, D) difference), memoised per feature tensor"
+
+    def __init__(self, **default_overrides: Any) -> None:
+        super().__init__(**default_overrides)
+        self._scores = Memo()  # no hyperparameters: a cached set is scored once
 
     def fit(self, ctx: FitContext) -> "MahalanobisScorer":
         """Whitening factor A of P and the whitened class means μ_c A, once."""
         super().fit(ctx)
         self._factor = whitening_factor(ctx.stats["precision"])
         self._whitened_means = ctx.stats["class_means"].float().to(self._factor.device) @ self._factor
-        self._scores = PerTensorMemo()  # no hyperparameters: a cached set is scored once
         return self
+
+    def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """feats.penultimate (N, D) → (N,) float32 (≤ 0), by the formula (float64)."""
+        self.resolve(hparams)
+        stats = self.fitted.stats
+        device = feats.penultimate.device
+        return mahalanobis_reference(feats.penultimate, stats["class_means"].to(device), stats["precision"].to(device))
 
     def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """feats.penultimate (N, D) → (N,) float32 (≤ 0)."""
@@ -69,4 +88,16 @@ class MahalanobisScorer(Scorer):
             device = features.device
             return -min_squared_mahalanobis(features, self._whitened_means.to(device), self._factor.to(device))
 
-        return self._scores.get(feats.penultimate, compute)
+        return self._scores.get("scores", lambda: compute(feats.penultimate), tensor=feats.penultimate)
+
+
+# -- the training statistic only this method reads (ood_core.statistics) ---------------------------
+
+
+@register_statistic("precision", version=1, shape="(D, D)")
+def _precision(data: TrainingData) -> Tensor:
+    """P = pinv of the tied covariance of the class-centred training features, MLE (divide by
+    M), as sklearn's EmpiricalCovariance; float64."""
+    centred = data.h - data.class_means[data.y]
+    covariance = centred.T @ centred / data.m
+    return torch.linalg.pinv(covariance, hermitian=True)

@@ -5,11 +5,11 @@ from typing import Any
 
 from torch import Tensor
 
-from ood_core.scorers import register_scorer
+from ood_core.registry import SCORERS
 from ood_core.scorers.base import FeatureSet, Scorer
 
 
-@register_scorer("maxlogit")
+@SCORERS.register("maxlogit")
 class MaxLogitScorer(Scorer):
     """S(x) = max_k z_k. No hyperparameters."""
 
@@ -18,7 +18,7 @@ class MaxLogitScorer(Scorer):
     paper = "Hendrycks et al., Scaling Out-of-Distribution Detection for Real-World Settings, ICML 2022"
     needs = frozenset({"logits"})
 
-    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+    def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """feats.logits (N, K) → (N,) float32."""
         self.resolve(hparams)
         return feats.logits.float().amax(dim=1)

@@ -1,4 +1,4 @@
-"""MSP: maximum softmax probability (Hendrycks & Gimpel, ICLR 2017), methods.md §1.1."""
+"""MSP: maximum softmax probability (Hendrycks & Gimpel, ICLR 2017), docs/methods.md §1.1."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ood_core.scorers import register_scorer
+from ood_core.registry import SCORERS
 from ood_core.scorers.base import FeatureSet, Scorer
 
 
@@ -15,7 +15,7 @@ def max_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return torch.softmax(logits.float() / temperature, dim=1).amax(dim=1)
 
 
-@register_scorer("msp")
+@SCORERS.register("msp")
 class MSPScorer(Scorer):
     """S(x) = max_k softmax(z)_k. No hyperparameters."""
 
@@ -24,7 +24,7 @@ class MSPScorer(Scorer):
     paper = "Hendrycks & Gimpel, A Baseline for Detecting Misclassified and OOD Examples, ICLR 2017"
     needs = frozenset({"logits"})
 
-    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+    def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """feats.logits (N, K) → (N,) float32 in (1/K, 1]."""
         self.resolve(hparams)
         return max_softmax(feats.logits)

@@ -1,36 +1,47 @@
-"""NAP: neural activation prior (Wan, Zhang, Jin et al., arXiv 2402.18162 v4), methods.md §3.13.
+"""NAP: neural activation prior (Wan, Zhang, Jin et al., arXiv 2402.18162 v4), docs/methods.md §3.13.
 
 CNN score on the pre-pool map A (C×H×W, after ReLU), per channel j:
-  S_NAP = (1/C) Σ_j (Max_j / (Mean_j + ε))²,   ε = 1.0 in the paper.
+
+    S_NAP = (1/C) Σ_j (Max_j / (Mean_j + ε))²,   ε = 1.0 in the paper.
+
 From the cache, Max_j = ``prepool_max`` and Mean_j = ``penultimate``: this requires a GAP
 network whose penultimate feature *is* the spatial mean of the same map (DenseNet
 avg_pool2d, torchvision ResNet, MobileNetV2). When ``prepool_max`` has another width than
 ``penultimate`` (ViT: the head-averaged CLS attention row), the transformer score
 S = max of the CLS attention row is used and ε is ignored.
 
-NAP-X combines with another score S* by a weighted geometric mean, in log space:
-  w·log S* + (1 − w)·log S_NAP,  S* clamped to ≥ 1e-12 (the count is ``last_clamped``).
-S* is the default-parameter score of the registered scorer (energy / msp / react / dice /
-ash-s), and for KNN the k-th cosine similarity 1 + score/2 (the knn score is −d² on unit
-vectors). S_NAP always comes from the raw, unclipped map.
+NAP-X is a composition declared at registration: NAP and a partner scorer S* (Energy, MSP,
+ReAct, DICE, ASH-S, KNN at their default parameters), combined by a weighted geometric
+mean in log space, w·log S* + (1 − w)·log S_NAP, with both clamped to ≥ 1e-12. For KNN,
+S* is the k-th cosine similarity 1 + score/2 (the KNN score is −d² on unit vectors).
+S_NAP always comes from the raw, unclipped map.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from ood_core.registry import OODLensError, UnknownNameError
-from ood_core.scorers import create_scorer, register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, MissingStatsError, Param, Scorer
+from ood_core.memo import Memo
+from ood_core.params import Param
+from ood_core.records import FeatureSet
+from ood_core.registry import SCORERS, OODLensError
+from ood_core.scorers.ash import build_ash_s
+from ood_core.scorers.base import Scorer
+from ood_core.scorers.dice import build_dice
+from ood_core.scorers.energy import EnergyScorer
+from ood_core.scorers.knn import KNNScorer
+from ood_core.scorers.msp import MSPScorer
+from ood_core.scorers.react import build_react
 
-# combine choice → registered scorer providing S*
-COMBINED_SCORERS: dict[str, str] = {
-    "energy": "energy", "msp": "msp", "react": "react", "dice": "dice", "ash": "ash-s", "knn": "knn",
-}
 MIN_POSITIVE = 1e-12
+PAPER = "Wan, Zhang, Jin et al. Out-of-Distribution Detection using Neural Activation Prior. arXiv 2402.18162."
+EPSILON = Param("epsilon", 1.0, low=0.01, high=10.0, step=0.01, log=True, label="ε",
+                help="Stabiliser in max/(mean + ε); scale-dependent, 1.0 in the paper.")
+WEIGHT = Param("weight", 0.5, low=0.0, high=1.0, step=0.05, label="w (weight of S*)",
+               help="Weight w of S* in w·log S* + (1 − w)·log S_NAP (the paper's CIFAR-10 values per variant).")
 
 
 def nap_score(prepool_max: Tensor, channel_mean: Tensor, epsilon: float) -> Tensor:
@@ -38,70 +49,47 @@ def nap_score(prepool_max: Tensor, channel_mean: Tensor, epsilon: float) -> Tens
     return ((prepool_max.float() / (channel_mean.float() + epsilon)) ** 2).mean(dim=1)
 
 
+def geometric_mean(s_star: Tensor, s_nap: Tensor, weight: float) -> Tensor:
+    """w·log S* + (1 − w)·log S_NAP (ranks as S*^w · S_NAP^(1−w)), both clamped to ≥ 1e-12."""
+    return (weight * torch.log(s_star.clamp(min=MIN_POSITIVE))
+            + (1.0 - weight) * torch.log(s_nap.clamp(min=MIN_POSITIVE))).float()
+
+
+def _identity(score: Tensor) -> Tensor:
+    return score
+
+
+def knn_similarity(score: Tensor) -> Tensor:
+    """KNN's −d² of unit vectors → the cosine similarity 1 − d²/2."""
+    return 1.0 + score / 2.0
+
+
 class NapScorer(Scorer):
-    """NAP alone (``combine = "none"``) or NAP-X (weighted geometric mean with S*); higher = ID.
+    """NAP alone (no partner) or NAP-X (geometric mean with a partner's score); higher = ID.
 
     needs: penultimate (N, D) float32 (= per-channel mean), prepool_max (N, D) float32, and
-    logits for the logit-based combinations. Training statistics: those of the combined scorer.
+    what the partner needs. Training statistics: the partner's.
     """
 
-    name: ClassVar[str] = "nap"
-    title: ClassVar[str] = "NAP"
-    paper: ClassVar[str] = ("Wan, Zhang, Jin et al. Out-of-Distribution Detection using Neural Activation "
-                            "Prior. arXiv 2402.18162.")
-    needs: ClassVar[frozenset[str]] = frozenset({"logits", "penultimate", "prepool_max"})
-    stats: ClassVar[frozenset[str]] = frozenset()
-    params: ClassVar[tuple[Param, ...]] = (
-        Param("epsilon", 1.0, low=0.01, high=10.0, step=0.01, log=True, label="ε",
-              help="Stabiliser in max/(mean + ε); scale-dependent, 1.0 in the paper."),
-        Param("combine", "none", kind="choice", choices=("none",) + tuple(COMBINED_SCORERS),
-              label="combine with",
-              help="Score S* combined with NAP by a weighted geometric mean (none = NAP alone)."),
-        Param("weight", 0.5, low=0.0, high=1.0, step=0.05, label="w (weight of S*)",
-              help="Weight w of S* in w·log S* + (1 − w)·log S_NAP (the paper's CIFAR-10 values per variant)."),
-    )
+    title = "NAP"
+    paper = PAPER
+    fast_path = "the partner's score (independent of ε and w) memoised per feature set"
 
-    def __init__(self, name: str | None = None, title: str | None = None, **default_overrides: Any) -> None:
-        super().__init__(**default_overrides)
-        if name is not None:
-            self.name = name
-        if title is not None:
-            self.title = title
-        # The statistics this instance needs are those of its default combination.
-        self.stats = frozenset(self._combined_stats(self._defaults["combine"]))
-        self.last_clamped = 0  # samples whose S* was clamped to 1e-12 in the last score() call
-        self._combined: dict[str, Scorer] = {}
+    def __init__(self, name: str = "nap", title: str = "NAP", partner: Callable[[], Scorer] | None = None,
+                 similarity: Callable[[Tensor], Tensor] = _identity, **default_overrides: Any) -> None:
+        self.partner = partner() if partner is not None else None
+        self.similarity = similarity
+        self.params = (EPSILON,) if self.partner is None else (EPSILON, WEIGHT)
+        self.stats = frozenset() if self.partner is None else frozenset(self.partner.stats)
+        self.needs = frozenset({"penultimate", "prepool_max"}) | (self.partner.needs if self.partner else frozenset())
+        super().__init__(name=name, title=title, **default_overrides)
+        self._partner_scores = Memo(max_entries=32)  # feature set → S*
 
-    @staticmethod
-    def _combined_stats(combine: str) -> frozenset[str]:
-        if combine == "none":
-            return frozenset()
-        try:
-            return frozenset(create_scorer(COMBINED_SCORERS[combine]).stats)
-        except UnknownNameError:  # not registered (yet): fit() reports it when it is needed
-            return frozenset()
-
-    def fit(self, ctx: FitContext) -> "NapScorer":
+    def fit(self, ctx) -> "NapScorer":
         super().fit(ctx)
-        self._combined = {}
-        if self._defaults["combine"] != "none":
-            self.combined_scorer(self._defaults["combine"])  # fail at fit time, not at the first score
+        if self.partner is not None:
+            self.partner.fit(ctx)
         return self
-
-    def forget_tensors(self) -> None:
-        super().forget_tensors()
-        for inner in getattr(self, "_combined", {}).values():
-            inner.forget_tensors()
-
-    def combined_scorer(self, combine: str) -> Scorer:
-        """The fitted scorer giving S* for ``combine`` (memoised)."""
-        if combine not in self._combined:
-            inner = create_scorer(COMBINED_SCORERS[combine])
-            missing = sorted(s for s in inner.stats if s not in self.fitted.stats)
-            if missing:
-                raise MissingStatsError(f"{self.name} with combine={combine!r} needs training statistics {missing}")
-            self._combined[combine] = inner.fit(self.fitted)
-        return self._combined[combine]
 
     def nap(self, feats: FeatureSet, epsilon: float) -> Tensor:
         """(N,) float32 S_NAP from the raw (unclipped) cached map statistics."""
@@ -111,32 +99,37 @@ class NapScorer(Scorer):
             return feats.prepool_max.float().max(dim=1).values  # ViT: max of the CLS attention row
         return nap_score(feats.prepool_max, feats.penultimate, epsilon)
 
-    def combined_score(self, feats: FeatureSet, combine: str) -> Tensor:
-        """(N,) float32 S* (before clamping), default params of the combined scorer."""
-        score = self.combined_scorer(combine).score(feats).float()
-        if combine == "knn":
-            return 1.0 + score / 2.0  # −d² of unit vectors → cosine similarity 1 − d²/2
-        return score
+    def _combine(self, feats: FeatureSet, values: dict[str, Any], s_star: Tensor | None) -> Tensor:
+        s_nap = self.nap(feats, values["epsilon"])
+        return s_nap if s_star is None else geometric_mean(self.similarity(s_star.float()), s_nap,
+                                                           float(values["weight"]))
+
+    def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """(N,) float32: S_NAP, or the geometric mean with the partner's reference score."""
+        values = self.resolve(hparams)
+        return self._combine(feats, values, None if self.partner is None else self.partner.reference(feats))
 
     def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        """(N,) float32: S_NAP, or w·log S* + (1 − w)·log S_NAP for a combination."""
         values = self.resolve(hparams)
-        s_nap = self.nap(feats, values["epsilon"])
-        if values["combine"] == "none":
-            self.last_clamped = 0
-            return s_nap
-        s_star = self.combined_score(feats, values["combine"])
-        self.last_clamped = int((s_star < MIN_POSITIVE).sum())
-        w = float(values["weight"])
-        # Geometric mean in log space (ranks as S*^w · S_NAP^(1−w)); both clamped to stay finite.
-        combined = w * torch.log(s_star.clamp(min=MIN_POSITIVE)) + (1.0 - w) * torch.log(s_nap.clamp(min=MIN_POSITIVE))
-        return combined.float()
+        s_star = None
+        if self.partner is not None:
+            # Keyed by the feature tensor the partner reads; it does not depend on ε or w.
+            key = feats.penultimate if "penultimate" in self.partner.needs else feats.logits
+            s_star = self._partner_scores.get("partner", lambda: self.partner.score(feats), tensor=key)
+        return self._combine(feats, values, s_star)
+
+    def clamped(self, feats: FeatureSet) -> int:
+        """How many samples' S* fall below 1e-12 and are clamped (0 for NAP alone)."""
+        if self.partner is None:
+            return 0
+        return int((self.similarity(self.partner.score(feats).float()) < MIN_POSITIVE).sum())
 
 
-register_scorer("nap")(functools.partial(NapScorer, name="nap", title="NAP"))
-register_scorer("nap-e")(functools.partial(NapScorer, name="nap-e", title="NAP-E", combine="energy", weight=0.4))
-register_scorer("nap-m")(functools.partial(NapScorer, name="nap-m", title="NAP-M", combine="msp", weight=0.5))
-register_scorer("nap-r")(functools.partial(NapScorer, name="nap-r", title="NAP-R", combine="react", weight=0.4))
-register_scorer("nap-d")(functools.partial(NapScorer, name="nap-d", title="NAP-D", combine="dice", weight=0.5))
-register_scorer("nap-a")(functools.partial(NapScorer, name="nap-a", title="NAP-A", combine="ash", weight=0.5))
-register_scorer("nap-k")(functools.partial(NapScorer, name="nap-k", title="NAP-K", combine="knn", weight=0.8))
+SCORERS.register("nap")(functools.partial(NapScorer, name="nap", title="NAP"))
+for _name, _title, _partner, _weight, _similarity in [
+    ("nap-e", "NAP-E", EnergyScorer, 0.4, _identity), ("nap-m", "NAP-M", MSPScorer, 0.5, _identity),
+    ("nap-r", "NAP-R", build_react, 0.4, _identity), ("nap-d", "NAP-D", build_dice, 0.5, _identity),
+    ("nap-a", "NAP-A", build_ash_s, 0.5, _identity), ("nap-k", "NAP-K", KNNScorer, 0.8, knn_similarity),
+]:
+    SCORERS.register(_name)(functools.partial(NapScorer, name=_name, title=_title, partner=_partner,
+                                              similarity=_similarity, weight=_weight))

@@ -1,4 +1,4 @@
-"""ODIN: temperature scaling + input perturbation (Liang, Li & Srikant, ICLR 2018), methods.md §1.3.
+"""ODIN: temperature scaling + input perturbation (Liang, Li & Srikant, ICLR 2018), docs/methods.md §1.3.
 
 The perturbed forward passes are model work, done at precompute time: the cache holds the
 raw logits f(x̃) of x̃ = x − ε·sign(∇_x CE(f(x)/T, ŷ)) for each ε of a grid
@@ -13,14 +13,11 @@ from typing import Any
 from torch import Tensor
 
 from ood_core.registry import OODLensError
-from ood_core.scorers import register_scorer
+from ood_core.registry import SCORERS
+from ood_core.records import ODIN_EPS_GRID, ODIN_TEMPERATURE
 from ood_core.scorers.base import FeatureSet, Param, Scorer
 from ood_core.scorers.msp import max_softmax
 
-# Default grid the precompute CLI perturbs with (ε in normalised-input units, as the
-# DICE/ReAct/LINe repos apply it; the original ODIN code divides by the channel std).
-ODIN_EPS_GRID: tuple[float, ...] = (0.0014, 0.0028)
-ODIN_TEMPERATURE: float = 1000.0
 
 
 class ODINDataError(OODLensError):
@@ -44,7 +41,7 @@ def select_odin_logits(feats: FeatureSet, epsilon: float, temperature: float) ->
     raise ODINDataError(f"the cache has ODIN logits for ε in {list(feats.odin_eps)}, not ε={epsilon:g}; {hint}")
 
 
-@register_scorer("odin")
+@SCORERS.register("odin")
 class ODINScorer(Scorer):
     """S(x) = max_k softmax(f(x̃)/T)_k with x̃ the ε-perturbed input (cached logits)."""
 
@@ -59,7 +56,7 @@ class ODINScorer(Scorer):
               help="Softmax temperature; fixed at precompute time because the perturbation's gradient depends on it."),
     )
 
-    def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+    def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """feats.logits (N, K) and feats.odin_logits (E, N, K) → (N,) float32 in (1/K, 1]."""
         hp = self.resolve(hparams)
         logits = select_odin_logits(feats, float(hp["epsilon"]), float(hp["temperature"]))

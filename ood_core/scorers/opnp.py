@@ -1,109 +1,104 @@
-"""OPNP: optimal parameter and neuron pruning (Chen et al., NeurIPS 2023), methods.md §3.12.
+"""OPNP: optimal parameter and neuron pruning (Chen et al., NeurIPS 2023), docs/methods.md §3.12.
 
-Sensitivities from the training set (closed form, no backward pass):
+Sensitivities from the training set (closed form, no backward pass; statistics below):
   S = Pᵀ|H| / m (K×D, mean |∂LSE/∂W_kj|) and s = mean_k S[k] (D,).
 Pruning, with global percentiles over the whole matrix / vector:
   weights: drop W_kj if S_kj > percentile(S, 100 − q_w_high) or S_kj < percentile(S, q_w_low);
-  neurons: drop unit j if s_j > percentile(s, 100 − q_n_high) or s_j < percentile(s, q_n_low).
-Score: S = LSE((W ⊙ M_w)·(m_n ⊙ h̄) + b), h̄ = h or min(h, c) (OPNP + ReAct); bias untouched.
+  units:   drop unit j if s_j > percentile(s, 100 − q_n_high) or s_j < percentile(s, q_n_low).
+Score: S = LSE((W ⊙ M_w)·(m_n ⊙ h̄) + b), h̄ = h, or min(h, c) for OPNP + ReAct; bias untouched.
 
-No official code exists; the default percentages are the paper's worked examples, not tuned
-values (the paper grid-searched them on a validation split). On the CIFAR DenseNet pruning the
-most-sensitive 1 % of weights hurts; tune on ID/OOD validation data, never on test sets.
+OPP, ONP, OPNP and OPNP + ReAct are compositions of declared stages: weight pruning and unit
+pruning (:class:`SensitivityPruning`) and ReAct's clip. No official code exists; the default percentages are
+the paper's worked examples, not tuned values (the paper grid-searched them on a validation
+split). On the CIFAR DenseNet pruning the most-sensitive 1 % of weights hurts; tune on ID/OOD
+validation data, never on test sets.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar
+from typing import Any, Mapping
 
+import torch
 from torch import Tensor
 
 from ood_core import stages
-from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, Param, ShapedHeadScorer
-from ood_core.scorers.react import clip_params, head_on
+from ood_core.params import Param
+from ood_core.records import FitContext
+from ood_core.registry import SCORERS
+from ood_core.scorers.composed import ClipStage, ComposedHeadScorer, HeadStage
+from ood_core.statistics import TrainingData, register_statistic
 
+PAPER = ("Chen, Fu, Liu, Chen, Tao, Ye. Optimal Parameter and Neuron Pruning for Out-of-Distribution "
+         "Detection. NeurIPS 2023.")
 _UNTUNED = "Default is the paper's worked example, not a tuned value."
 
 
-class OpnpScorer(ShapedHeadScorer):
-    """OPP / ONP / OPNP (± ReAct): energy of a sensitivity-pruned head; higher = more ID.
-
-    needs: penultimate (N, D) float32; stats: opnp_weight_sensitivity (K, D),
-    opnp_neuron_sensitivity (D,), val_activations_sorted (V,) (for the ReAct clip).
-    Both masks are memoised per percentage pair, so scoring is one GEMM.
-    """
-
-    name: ClassVar[str] = "opnp"
-    title: ClassVar[str] = "OPNP"
-    paper: ClassVar[str] = ("Chen, Fu, Liu, Chen, Tao, Ye. Optimal Parameter and Neuron Pruning for "
-                            "Out-of-Distribution Detection. NeurIPS 2023.")
-    needs: ClassVar[frozenset[str]] = frozenset({"penultimate"})
-    stats: ClassVar[frozenset[str]] = frozenset({"opnp_weight_sensitivity", "opnp_neuron_sensitivity",
-                                                 "val_activations_sorted"})
-    params: ClassVar[tuple[Param, ...]] = (
-        Param("q_w_high", 0.5, low=0.0, high=2.0, step=0.1, unit="%", label="weights: top % pruned",
-              help=f"Prune the weights whose sensitivity is in the top q %. {_UNTUNED}"),
-        Param("q_w_low", 10.0, low=0.0, high=50.0, step=0.5, unit="%", label="weights: bottom % pruned",
-              help=f"Prune the weights whose sensitivity is in the bottom q %. {_UNTUNED}"),
-        Param("q_n_high", 1.0, low=0.0, high=10.0, step=0.1, unit="%", label="neurons: top % pruned",
-              help=f"Zero the penultimate units whose sensitivity is in the top q %. {_UNTUNED}"),
-        Param("q_n_low", 0.0, low=0.0, high=50.0, step=0.5, unit="%", label="neurons: bottom % pruned",
-              help=f"Zero the penultimate units whose sensitivity is in the bottom q %. {_UNTUNED}"),
-        Param("prune_weights", True, kind="bool", label="prune weights (OPP)",
-              help="Apply the weight-sensitivity mask to the head."),
-        Param("prune_neurons", True, kind="bool", label="prune neurons (ONP)",
-              help="Apply the neuron-sensitivity mask to the penultimate features."),
-        Param("use_react", False, kind="bool", label="ReAct clip",
-              help="Clip the penultimate features at c before the pruned head (OPNP + ReAct)."),
-    ) + clip_params("percentile", 90.0, 1.0)
-
-    def __init__(self, name: str | None = None, title: str | None = None, **default_overrides: Any) -> None:
-        super().__init__(**default_overrides)
-        if name is not None:
-            self.name = name  # registered variants report their own name
-        if title is not None:
-            self.title = title
-
-    def fit(self, ctx: FitContext) -> "OpnpScorer":
-        super().fit(ctx)
-        self._weight_masks: dict[tuple[float, float], Tensor] = {}  # (q_w_high, q_w_low) → (K, D) bool
-        self._neuron_masks: dict[tuple[float, float], Tensor] = {}  # (q_n_high, q_n_low) → (D,) bool
-        return self
-
-    def weight_mask(self, q_w_high: float, q_w_low: float) -> Tensor:
-        """(K, D) bool keep-mask of the head weights (on the fit device)."""
-        key = (float(q_w_high), float(q_w_low))
-        if key not in self._weight_masks:
-            sensitivity = self.fitted.stats["opnp_weight_sensitivity"].float()
-            self._weight_masks[key] = stages.keep_between_percentiles(sensitivity, q_low=key[1], q_high=key[0])
-        return self._weight_masks[key]
-
-    def neuron_mask(self, q_n_high: float, q_n_low: float) -> Tensor:
-        """(D,) bool keep-mask of the penultimate units (on the fit device)."""
-        key = (float(q_n_high), float(q_n_low))
-        if key not in self._neuron_masks:
-            sensitivity = self.fitted.stats["opnp_neuron_sensitivity"].float()
-            self._neuron_masks[key] = stages.keep_between_percentiles(sensitivity, q_low=key[1], q_high=key[0])
-        return self._neuron_masks[key]
-
-    def modified_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        """(N, K) float32 logits (W ⊙ M_w)·(m_n ⊙ h̄) + b."""
-        values = self.resolve(hparams)
-        h = feats.penultimate.float()
-        weight, bias = head_on(self.fitted, h.device)
-        if values["use_react"]:
-            h = stages.clip_activations(h, stages.clip_threshold(self.fitted.stats, values))
-        weight_mask = (self.weight_mask(values["q_w_high"], values["q_w_low"]).to(h.device)
-                       if values["prune_weights"] else None)
-        neuron_mask = (self.neuron_mask(values["q_n_high"], values["q_n_low"]).to(h.device)
-                       if values["prune_neurons"] else None)
-        return stages.masked_head_logits(h, weight, bias, weight_mask=weight_mask, feature_mask=neuron_mask)
+def opnp_reference(h: Tensor, weight: Tensor, bias: Tensor, weight_sensitivity: Tensor, unit_sensitivity: Tensor,
+                   q_w: tuple[float, float], q_n: tuple[float, float]) -> Tensor:
+    """h (N, D) → (N,) S = LSE((W ⊙ M_w)·(m_n ⊙ h) + b); q = (top %, bottom %) pruned."""
+    keep_w = stages.keep_between_percentiles(weight_sensitivity, q_low=q_w[1], q_high=q_w[0])
+    keep_n = stages.keep_between_percentiles(unit_sensitivity, q_low=q_n[1], q_high=q_n[0])
+    return torch.logsumexp((h * keep_n) @ (weight * keep_w).T + bias, dim=1)
 
 
+class SensitivityPruning(HeadStage):
+    """Keep what lies between two percentiles of a sensitivity: head weights (OPP, ``"w"``) or
+    penultimate units (ONP, ``"n"``); one global percentile over the whole matrix / vector."""
 
-register_scorer("opp")(functools.partial(OpnpScorer, name="opp", title="OPP", prune_neurons=False))
-register_scorer("onp")(functools.partial(OpnpScorer, name="onp", title="ONP", prune_weights=False))
-register_scorer("opnp")(functools.partial(OpnpScorer, name="opnp", title="OPNP"))
-register_scorer("opnp+react")(functools.partial(OpnpScorer, name="opnp+react", title="OPNP + ReAct",
-                                                use_react=True))
+    def __init__(self, target: str) -> None:
+        self.target = target
+        what, (top, bottom), unit_help = {
+            "w": ("weights", (0.5, 10.0), "Prune the weights whose sensitivity is in the {} q %."),
+            "n": ("neurons", (1.0, 0.0), "Zero the penultimate units whose sensitivity is in the {} q %."),
+        }[target]
+        self.params = (
+            Param(f"q_{target}_high", top, low=0.0, high=2.0 if target == "w" else 10.0, step=0.1, unit="%",
+                  label=f"{what}: top % pruned", help=f"{unit_help.format('top')} {_UNTUNED}"),
+            Param(f"q_{target}_low", bottom, low=0.0, high=50.0, step=0.5, unit="%",
+                  label=f"{what}: bottom % pruned", help=f"{unit_help.format('bottom')} {_UNTUNED}"),
+        )
+        self.statistic = "opnp_weight_sensitivity" if target == "w" else "opnp_neuron_sensitivity"
+        self.stats = frozenset({self.statistic})
+        self.mask_params = (f"q_{target}_high", f"q_{target}_low")
+
+    def keep(self, ctx: FitContext, values: Mapping[str, Any]) -> Tensor:
+        high, low = (float(values[name]) for name in self.mask_params)
+        return stages.keep_between_percentiles(ctx.stats[self.statistic].float(), q_low=low, q_high=high)
+
+    def weight_mask(self, ctx: FitContext, values: Mapping[str, Any]) -> Tensor | None:
+        return self.keep(ctx, values) if self.target == "w" else None
+
+    def unit_mask(self, ctx: FitContext, values: Mapping[str, Any]) -> Tensor | None:
+        return self.keep(ctx, values) if self.target == "n" else None
+
+
+def _register(name: str, title: str, *head_stages: HeadStage) -> None:
+    SCORERS.register(name)(functools.partial(ComposedHeadScorer, name=name, title=title, paper=PAPER,
+                                             head_stages=head_stages))
+
+
+_register("opp", "OPP", SensitivityPruning("w"))
+_register("onp", "ONP", SensitivityPruning("n"))
+_register("opnp", "OPNP", SensitivityPruning("w"), SensitivityPruning("n"))
+_register("opnp+react", "OPNP + ReAct", ClipStage("percentile", 90.0, 1.0), SensitivityPruning("w"),
+          SensitivityPruning("n"))
+
+
+# -- the training statistics only this method reads (ood_core.statistics) --------------------------
+
+
+def _weight_sensitivity(data: TrainingData) -> Tensor:
+    """(K, D) float64 S = Pᵀ|H| / m: mean_x p_k(x)·|h_j(x)| = mean_x |∂LSE/∂W_kj|, computed once."""
+    return data.shared("opnp.weight_sensitivity", lambda: torch.softmax(data.z, dim=1).T @ data.h.abs() / data.m)
+
+
+@register_statistic("opnp_weight_sensitivity", version=1, shape="(K, D)")
+def _opnp_weight_sensitivity(data: TrainingData) -> Tensor:
+    """S = Pᵀ|H| / m, the mean |∂E/∂W| of every head weight."""
+    return _weight_sensitivity(data)
+
+
+@register_statistic("opnp_neuron_sensitivity", version=1, shape="(D,)")
+def _opnp_neuron_sensitivity(data: TrainingData) -> Tensor:
+    """s = mean_k S[k], the sensitivity of every penultimate unit."""
+    return _weight_sensitivity(data).mean(0)

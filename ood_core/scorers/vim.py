@@ -1,4 +1,4 @@
-"""ViM: virtual-logit matching (Wang, Li, Feng & Zhang, CVPR 2022), methods.md §2.3.
+"""ViM: virtual-logit matching (Wang, Li, Feng & Zhang, CVPR 2022), docs/methods.md §2.3.
 
 S(x) = LSE(z) − α·‖(h − u)·NS‖ with u = −pinv(W)·b, NS the eigenvectors of cov(h − u)
 after the top ``dim`` (the residual subspace) and α = mean_train max_k z_k /
@@ -18,8 +18,12 @@ import torch
 from torch import Tensor
 
 from ood_core.registry import OODLensError
-from ood_core.scorers import register_scorer
-from ood_core.scorers.base import FeatureSet, FitContext, Param, PerTensorMemo, Scorer
+from ood_core.registry import SCORERS
+from ood_core.fast.suffix import residual_sq_suffix
+from ood_core.memo import Memo
+from ood_core.params import Param
+from ood_core.scorers.base import FeatureSet, FitContext, Scorer
+from ood_core.statistics import TrainingData, register_statistic
 
 DIM = Param("dim", 256, "int", low=1, high=8191, step=1, label="principal dim",
             help="Dimension of the principal subspace; the residual outside it gives the virtual logit.")
@@ -34,23 +38,13 @@ def default_principal_dim(feature_dim: int) -> int:
     return max(1, feature_dim // 2)
 
 
-def residual_sq_suffix(features: Tensor, origin: Tensor, eigenvectors: Tensor) -> Tensor:
-    """features (N, D), origin u (D,), eigenvectors (D, D) by descending eigenvalue →
-    (N, D + 1) float32 table T with T[:, j] = Σ_{i ≥ j} ((h − u)·v_i)², i.e. the squared
-    residual norm for a principal subspace of dimension j (T[:, D] = 0)."""
-    projected = (features.float() - origin) @ eigenvectors
-    squares = projected.square()
-    suffix = squares.flip(1).cumsum(dim=1).flip(1)  # sums from the right: no cancellation
-    return torch.cat([suffix, suffix.new_zeros(suffix.shape[0], 1)], dim=1)
-
-
 def vim_score(features: Tensor, logits: Tensor, origin: Tensor, residual_basis: Tensor, alpha: float) -> Tensor:
     """features (N, D), logits (N, K), origin u (D,), residual_basis NS (D, D − dim) → (N,) float32."""
     residual_norm = ((features.float() - origin) @ residual_basis).norm(dim=1)
     return torch.logsumexp(logits.float(), dim=1) - alpha * residual_norm
 
 
-@register_scorer("vim")
+@SCORERS.register("vim")
 class ViMScorer(Scorer):
     """S(x) = LSE(z) − α·‖(h − u)·NS‖ (higher = more ID)."""
 
@@ -61,23 +55,28 @@ class ViMScorer(Scorer):
     stats = frozenset({"vim_origin", "vim_eigenvectors", "vim_residual_norm_mean", "train_max_logit_mean"})
     params = (DIM,)
 
+    fast_path = ("projection onto all eigenvectors once per feature tensor, kept as suffix sums of squares: "
+                 "a dim move is a column lookup")
+
     def __init__(self, **default_overrides: Any) -> None:
         super().__init__(**default_overrides)
-        self._dim_overridden = "dim" in default_overrides
-        self._per_tensor = PerTensorMemo()  # features → (LSE of the logits, suffix table)
+        self._per_tensor = Memo()  # features → (LSE of the logits, suffix table)
 
-    def fit(self, ctx: FitContext) -> "ViMScorer":
-        """Sets the ``dim`` range to 1..D−1 and its default from D (unless overridden)."""
-        super().fit(ctx)
+    def params_for(self, ctx: FitContext) -> tuple[Param, ...]:
+        """``dim`` in 1..D−1 with the official default for this model's width D."""
         feature_dim = int(ctx.stats["vim_eigenvectors"].shape[0])
         if feature_dim < 2:
             raise OODLensError(f"ViM needs features of dimension ≥ 2, got D={feature_dim}")
-        default = self._defaults["dim"] if self._dim_overridden else default_principal_dim(feature_dim)
-        default = min(max(1, int(default)), feature_dim - 1)
-        # An instance-level params tuple: resolve() then validates dim against this model's D.
-        self.params = (dataclasses.replace(DIM, high=feature_dim - 1, default=default),)
-        self._defaults["dim"] = default
-        return self
+        return (dataclasses.replace(DIM, high=feature_dim - 1, default=default_principal_dim(feature_dim)),)
+
+    def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """feats.penultimate (N, D), feats.logits (N, K) → (N,) float32, one GEMM onto NS_dim."""
+        dim = int(self.resolve(hparams)["dim"])
+        stats = self.fitted.stats
+        device = feats.penultimate.device
+        origin = stats["vim_origin"].to(device=device, dtype=torch.float32)
+        eigenvectors = stats["vim_eigenvectors"].to(device=device, dtype=torch.float32)
+        return vim_score(feats.penultimate, feats.logits, origin, eigenvectors[:, dim:], self.alpha(dim))
 
     def alpha(self, dim: int) -> float:
         """α(dim) = mean_train max_k z_k / mean_train ‖(h − u)·NS_dim‖ (denominator guarded
@@ -97,10 +96,65 @@ class ViMScorer(Scorer):
         eigenvectors = stats["vim_eigenvectors"].to(device=device, dtype=torch.float32)
         n, d = features.shape
         # Keyed by the feature tensor; the logits are the same rows' (one FeatureSet).
-        memo = self._per_tensor.get(features, lambda f: (
-            torch.logsumexp(feats.logits.float(), dim=1), residual_sq_suffix(f, origin, eigenvectors)),
-            reused_only=True, expected_bytes=n * (d + 2) * 4)
-        if memo is None:  # a one-off score (or a tensor too large to memoise): one GEMM onto NS
+        memo = self._per_tensor.get("suffix", lambda: (
+            torch.logsumexp(feats.logits.float(), dim=1), residual_sq_suffix(features, origin, eigenvectors)),
+            tensor=features, reused_only=True, expected_bytes=n * (d + 2) * 4)
+        if memo is None:  # a one-off score (or a tensor too large to memoise): the reference's GEMM
             return vim_score(features, feats.logits, origin, eigenvectors[:, dim:], self.alpha(dim))
         energy, table = memo
         return energy - self.alpha(dim) * table[:, dim].clamp_min(0).sqrt()
+
+
+# -- the training statistics only this method reads (ood_core.statistics) --------------------------
+
+
+def _origin(data: TrainingData) -> Tensor:
+    """u = −pinv(W)·b, where the logits vanish (float64)."""
+    return data.shared("vim.origin", lambda: -(torch.linalg.pinv(data.W) @ data.b))
+
+
+def _principal_space(data: TrainingData) -> tuple[Tensor, Tensor, Tensor]:
+    """(shifted h − u (M, D), eigenvalues (D,) descending, eigenvectors (D, D) as columns) of
+    cov(h − u) (assumed centred, divide by M), float64, computed once for every ViM statistic."""
+    def compute() -> tuple[Tensor, Tensor, Tensor]:
+        shifted = data.h - _origin(data)
+        eigenvalues, eigenvectors = torch.linalg.eigh(shifted.T @ shifted / data.m)
+        order = eigenvalues.argsort(descending=True)
+        return shifted, eigenvalues[order], eigenvectors[:, order]
+
+    return data.shared("vim.principal_space", compute)
+
+
+@register_statistic("vim_origin", version=1, shape="(D,)")
+def _vim_origin(data: TrainingData) -> Tensor:
+    """u = −pinv(W)·b."""
+    return _origin(data)
+
+
+@register_statistic("vim_eigenvectors", version=1, shape="(D, D)")
+def _vim_eigenvectors(data: TrainingData) -> Tensor:
+    """Eigenvectors of cov(h − u) (assumed centred), columns by descending eigenvalue."""
+    return _principal_space(data)[2]
+
+
+@register_statistic("vim_eigenvalues", version=1, shape="(D,)")
+def _vim_eigenvalues(data: TrainingData) -> Tensor:
+    """Eigenvalues of cov(h − u), descending."""
+    return _principal_space(data)[1]
+
+
+@register_statistic("vim_residual_norm_mean", version=1, shape="(D + 1,)")
+def _vim_residual_norm_mean(data: TrainingData) -> Tensor:
+    """[i] = mean_x ‖(h − u)·NS_i‖ with NS_i = eigenvectors[:, i:], i = 0..D."""
+    shifted, _, eigenvectors = _principal_space(data)
+    projections = (shifted @ eigenvectors) ** 2  # (M, D): energy along each principal axis
+    # residual energy after dropping the top-i axes: tail sums, i = 0..D
+    zeros = torch.zeros(data.m, 1, dtype=shifted.dtype, device=shifted.device)
+    tail = torch.cat([projections.flip(1).cumsum(1).flip(1), zeros], 1)
+    return tail.clamp(min=0).sqrt().mean(0)
+
+
+@register_statistic("train_max_logit_mean", version=1, shape="()")
+def _train_max_logit_mean(data: TrainingData) -> Tensor:
+    """mean_x max_k z_k over the training split (the numerator of α)."""
+    return data.z.max(1).values.mean()

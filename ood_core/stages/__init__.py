@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ood_core.params import Param
+from ood_core.registry import OODLensError
+
 
 def energy(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Negative free energy ``T·LSE(z/T)``: (N, K) → (N,). Higher = more ID (Liu et al. 2020)."""
@@ -90,29 +93,6 @@ def masked_head_logits(
     return torch.addmm(bias, features, weight.T) if features.dim() == 2 else features @ weight.T + bias
 
 
-# --- appended by the group-2 scorer engineer (ReAct / DICE / LINe / OPNP / NAP) ---------------
-
-CLIP_BY_CHOICES = ("percentile", "value")
-
-
-def resolve_clip_threshold(
-    val_activations_sorted: Tensor, clip_by: str, clip_percentile: float, clip_value: float
-) -> float:
-    """ReAct's clip threshold c as a float.
-
-    ``clip_by="percentile"``: c = ``np.percentile`` of the ascending-sorted ID-validation
-    activations (V,) at ``clip_percentile`` (the official ``compute_threshold.py``);
-    ``clip_by="value"``: c = ``clip_value``, an absolute activation (LINe's δ, CIFAR c = 1.0).
-    """
-    if clip_by == "value":
-        return float(clip_value)
-    if clip_by == "percentile":
-        return float(sorted_percentile(val_activations_sorted, clip_percentile))
-    from ood_core.registry import OODLensError  # local: keeps this module free of package imports
-
-    raise OODLensError(f"clip_by={clip_by!r} is not one of {list(CLIP_BY_CHOICES)}")
-
-
 def percentile_rows(values: Tensor, q: float) -> Tensor:
     """Row-wise ``np.percentile(values, q, axis=1)`` (linear interpolation): (G, M) → (G,).
 
@@ -161,8 +141,40 @@ def dice_weight_mask(feature_mean: Tensor, weight: Tensor, sparsity: float) -> T
     return mask_above_percentile(feature_mean[None, :] * weight, sparsity)
 
 
-def clip_threshold(stats: "Mapping[str, Tensor]", hparams: "Mapping[str, object]") -> float:
-    """c from a scorer's resolved hparams (``clip_by``, ``clip_percentile``, ``clip_value``) and
-    its training statistics (``val_activations_sorted``); see :func:`resolve_clip_threshold`."""
-    return resolve_clip_threshold(stats["val_activations_sorted"], str(hparams["clip_by"]),
-                                  float(hparams["clip_percentile"]), float(hparams["clip_value"]))
+# --- the shared activation clip (ReAct's c; DICE+ReAct, OPNP+ReAct, NAP-R use it too) ------------
+
+CLIP_BY_CHOICES = ("percentile", "value")
+
+
+def clip_params(clip_by: str = "percentile", clip_percentile: float = 90.0,
+                clip_value: float = 1.0) -> tuple[Param, ...]:
+    """The three clipping params (ReAct's c) with the given defaults."""
+    return (
+        Param("clip_by", clip_by, kind="choice", choices=CLIP_BY_CHOICES, label="clip c given as",
+              help="Give the clip threshold c as a percentile of ID-validation activations or as an absolute value."),
+        Param("clip_percentile", float(clip_percentile), low=50.0, high=99.9, step=0.1, unit="%",
+              label="c percentile",
+              help="c = this percentile of ID-validation penultimate activations (when clip_by = percentile)."),
+        Param("clip_value", float(clip_value), low=0.01, high=20.0, step=0.01, unit="activation",
+              label="c (absolute)",
+              help="Absolute clip threshold c on penultimate activations (when clip_by = value)."),
+    )
+
+
+def clip_threshold(val_activations_sorted: Tensor, clip_by: str, clip_percentile: float, clip_value: float) -> float:
+    """ReAct's clip threshold c as a float.
+
+    ``clip_by="percentile"``: c = ``np.percentile`` of the ascending-sorted ID-validation
+    activations (V,) at ``clip_percentile`` (the official ``compute_threshold.py``);
+    ``clip_by="value"``: c = ``clip_value``, an absolute activation (LINe's δ, CIFAR c = 1.0).
+    """
+    if clip_by == "value":
+        return float(clip_value)
+    if clip_by == "percentile":
+        return float(sorted_percentile(val_activations_sorted, clip_percentile))
+    raise OODLensError(f"clip_by={clip_by!r} is not one of {list(CLIP_BY_CHOICES)}")
+
+
+def head_on(weight: Tensor, bias: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(W (K, D), b (K,)) as float32 on ``device`` (no copy when already there)."""
+    return weight.to(device=device, dtype=torch.float32), bias.to(device=device, dtype=torch.float32)

@@ -14,7 +14,9 @@ from ood_core import metrics
 from ood_core.inspect import inspect_image, to_display, verdict_of
 from ood_core.models.base import OODModel, Preprocessing
 from ood_core.registry import OODLensError
-from ood_core.scorers.base import FeatureSet, FitContext, Param, Scorer
+from ood_core.params import Param
+from ood_core.records import FeatureSet, FitContext
+from ood_core.scorers.base import Scorer
 
 
 class TinyModel(OODModel):

@@ -10,7 +10,9 @@ import torch
 
 from ood_core import metrics
 from ood_core.registry import OODLensError
-from ood_core.scorers.base import FeatureSet, FitContext, Param, Scorer
+from ood_core.params import Param
+from ood_core.records import FeatureSet, FitContext
+from ood_core.scorers.base import Scorer
 from ood_core.sweep import SweepError, grid_values, run_sweep
 
 

@@ -15,7 +15,9 @@ import torch
 from ood_core.metrics import auroc
 from ood_core.registry import OODLensError
 from ood_core.scorers import create_scorer, list_scorers
-from ood_core.scorers.base import FitContext, Param, Scorer
+from ood_core.params import Param
+from ood_core.records import FitContext
+from ood_core.scorers.base import Scorer
 
 NAMES = list_scorers()
 KNOWN_NEEDS = {"logits", "penultimate", "prepool_max", "odin_logits"}
@@ -157,52 +159,3 @@ def test_cuda_matches_cpu(name: str, toy, toy_factory) -> None:
     # ranks, not bit-equality: GEMMs differ across devices (TF32 etc.)
     assert auroc(gpu_scores, fitted(name, gpu).score(gpu.ood_feats)) > 0.9
     torch.testing.assert_close(gpu_scores.cpu(), cpu_scores, rtol=1e-2, atol=1e-2)
-
-
-def test_per_tensor_memo_hits_only_the_same_unmodified_tensor() -> None:
-    from ood_core.scorers.base import PerTensorMemo
-
-    calls: list[int] = []
-    memo = PerTensorMemo(max_entries=2)
-
-    def compute(t: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        return t.sum()
-
-    a = torch.ones(3)
-    assert memo.get(a, compute) == 3 and memo.get(a, compute) == 3 and len(calls) == 1
-    a.add_(1)  # in place: the version counter moves, the entry is stale
-    assert memo.get(a, compute) == 6 and len(calls) == 2
-    b, c = torch.zeros(2), torch.zeros(4)
-    memo.get(b, compute), memo.get(c, compute)  # evicts a (max_entries=2)
-    memo.get(a, compute)
-    assert len(calls) == 5
-
-
-def test_per_tensor_memo_byte_bound_and_reused_only() -> None:
-    from ood_core.scorers.base import PerTensorMemo
-
-    calls: list[int] = []
-
-    def compute(t: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        return t * 2
-
-    memo = PerTensorMemo(max_entries=10, max_bytes=100)  # room for two 40-byte results
-    tensors = [torch.ones(10) for _ in range(3)]
-    for t in tensors:
-        memo.get(t, compute)
-    memo.get(tensors[0], compute)  # evicted by the byte bound: computed again
-    assert len(calls) == 4
-    memo.get(tensors[2], compute)  # still there
-    assert len(calls) == 4
-    # reused_only: the first sight of a tensor returns None and computes nothing
-    once = PerTensorMemo()
-    x = torch.arange(3.0)
-    assert once.get(x, compute, reused_only=True) is None and len(calls) == 4
-    assert torch.equal(once.get(x, compute, reused_only=True), x * 2) and len(calls) == 5
-    assert torch.equal(once.get(x, compute, reused_only=True), x * 2) and len(calls) == 5
-    # a result larger than half the byte bound is never computed: the caller goes direct
-    small = PerTensorMemo(max_bytes=100)
-    assert all(small.get(x, compute, reused_only=True, expected_bytes=51) is None for _ in range(3))
-    assert len(calls) == 5

@@ -1,4 +1,4 @@
-"""DICE formula tests (methods.md §2.6): global strict-percentile mask of m̄ ⊙ W."""
+"""DICE formula tests (docs/methods.md §2.6): global strict-percentile mask of m̄ ⊙ W."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,8 @@ import torch
 
 from ood_core import stages
 from ood_core.scorers import create_scorer
-from ood_core.scorers.base import FeatureSet, FitContext
+from ood_core.scorers.dice import dice_mask
+from ood_core.records import FeatureSet, FitContext
 
 
 def _hand_case() -> tuple[FitContext, FeatureSet]:
@@ -25,11 +26,11 @@ def test_mask_by_hand() -> None:
     scorer = create_scorer("dice").fit(ctx)
     # sorted V: -2 -1 0 0 0 1 1 2 2 3 4 6; 50th percentile = position 5.5 → 1 → keep V > 1
     expected_50 = torch.tensor([[True, False, False, True], [True, False, False, False], [False, True, False, True]])
-    assert torch.equal(scorer.weight_mask(50.0), expected_50)
+    assert torch.equal(scorer.weight_mask(sparsity=50.0), expected_50)
     # sparsity 0: the 0th percentile is the minimum (-2); the strict ">" drops exactly that entry
     expected_0 = torch.ones(3, 4, dtype=torch.bool)
     expected_0[1, 3] = False
-    assert torch.equal(scorer.weight_mask(0.0), expected_0)
+    assert torch.equal(scorer.weight_mask(sparsity=0.0), expected_0)
 
 
 def test_mask_matches_numpy_percentile_on_random_tensors() -> None:
@@ -38,14 +39,14 @@ def test_mask_matches_numpy_percentile_on_random_tensors() -> None:
     contribution = mean[None, :] * weight
     for sparsity in (0.0, 10.0, 70.0, 90.0, 99.9):
         expected = contribution > np.percentile(contribution, sparsity)
-        mask = stages.dice_weight_mask(torch.from_numpy(mean), torch.from_numpy(weight), sparsity)
+        mask = dice_mask(torch.from_numpy(mean), torch.from_numpy(weight), sparsity)
         assert np.array_equal(mask.numpy(), expected), sparsity
 
 
 def test_score_is_energy_of_masked_head() -> None:
     ctx, feats = _hand_case()
     scorer = create_scorer("dice").fit(ctx)
-    mask = scorer.weight_mask(50.0)
+    mask = scorer.weight_mask(sparsity=50.0)
     expected = torch.logsumexp(feats.penultimate @ (ctx.head_weight * mask).T + ctx.head_bias, dim=1)
     torch.testing.assert_close(scorer.score(feats, sparsity=50.0), expected)
 
@@ -59,16 +60,16 @@ def test_equals_energy_when_the_mask_drops_nothing_that_matters() -> None:
     h = torch.tensor([[0.0, 1.0, 2.0], [0.0, 3.0, 0.5]])
     feats = FeatureSet(logits=h @ weight.T + bias, penultimate=h, labels=torch.tensor([0, 1]))
     scorer = create_scorer("dice").fit(ctx)
-    assert not bool(scorer.weight_mask(0.0)[:, 0].any()) and bool(scorer.weight_mask(0.0)[:, 1:].all())
+    assert not bool(scorer.weight_mask(sparsity=0.0)[:, 0].any()) and bool(scorer.weight_mask(sparsity=0.0)[:, 1:].all())
     torch.testing.assert_close(scorer.score(feats, sparsity=0.0), stages.energy(feats.logits))
 
 
 def test_masked_weight_is_memoised_per_sparsity(toy) -> None:
     scorer = create_scorer("dice").fit(toy.ctx)
-    first = scorer.masked_weight(90.0, toy.ctx.device)
-    assert scorer.masked_weight(90.0, toy.ctx.device) is first
-    assert not torch.equal(scorer.masked_weight(50.0, toy.ctx.device), first)
-    kept = scorer.weight_mask(90.0).float().mean()
+    first = scorer.masked_weight(scorer.resolve({"sparsity": 90.0}), toy.ctx.device)
+    assert scorer.masked_weight(scorer.resolve({"sparsity": 90.0}), toy.ctx.device) is first
+    assert not torch.equal(scorer.masked_weight(scorer.resolve({"sparsity": 50.0}), toy.ctx.device), first)
+    kept = scorer.weight_mask(sparsity=90.0).float().mean()
     assert 0.05 < float(kept) <= 0.11  # ≈ 10 % of K·D weights survive p = 90
 
 

@@ -1,4 +1,4 @@
-"""DICE + ReAct (methods.md §2.7): clip, then DICE's masked head."""
+"""DICE + ReAct (docs/methods.md §2.7): clip, then DICE's masked head."""
 from __future__ import annotations
 
 import torch
@@ -14,7 +14,7 @@ def test_defaults_follow_the_cifar_analogy() -> None:
 
 def test_score_is_clip_then_masked_head(toy) -> None:
     scorer = create_scorer("dice+react").fit(toy.ctx)
-    mask = create_scorer("dice").fit(toy.ctx).weight_mask(90.0)
+    mask = create_scorer("dice").fit(toy.ctx).weight_mask(sparsity=90.0)
     h = toy.id_feats.penultimate
     c = 0.7
     expected = torch.logsumexp(h.clamp(max=c) @ (toy.ctx.head_weight * mask).T + toy.ctx.head_bias, dim=1)
@@ -40,7 +40,7 @@ def test_percentile_clip_uses_validation_activations(toy) -> None:
 
 def test_clip_happens_before_the_mask() -> None:
     # One class, two neurons: W = [1, 1], m̄ = [1, 2] → V = [1, 2]; sparsity 0 drops neuron 0.
-    from ood_core.scorers.base import FeatureSet, FitContext
+    from ood_core.records import FeatureSet, FitContext
     weight, bias = torch.tensor([[1.0, 1.0]]), torch.tensor([0.0])
     stats = {"feature_mean": torch.tensor([1.0, 2.0]), "val_activations_sorted": torch.arange(3.0)}
     h = torch.tensor([[5.0, 3.0]])

@@ -1,11 +1,11 @@
-"""GradNorm's closed form against autograd of the official loss on a tiny head (methods.md §2.4)."""
+"""GradNorm's closed form against autograd of the official loss on a tiny head (docs/methods.md §2.4)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from ood_core.scorers import create_scorer
-from ood_core.scorers.base import FeatureSet, FitContext
+from ood_core.records import FeatureSet, FitContext
 
 
 def autograd_gradnorm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, temperature: float) -> torch.Tensor:

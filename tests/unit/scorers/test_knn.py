@@ -6,7 +6,7 @@ import logging
 import torch
 
 from ood_core.scorers import create_scorer
-from ood_core.scorers.base import FeatureSet, FitContext
+from ood_core.records import FeatureSet, FitContext
 
 
 def fitted(bank: torch.Tensor):

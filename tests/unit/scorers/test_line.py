@@ -1,4 +1,5 @@
-"""LINe formula tests (methods.md §3.10): masks by hand, switches, and the official per-sample loop."""
+"""LINe (docs/methods.md §3.10): the plain definition against the official per-sample loop and
+masks by hand, then the fast path (ood_core.fast.class_groups) held to that definition."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,18 +7,23 @@ import pytest
 import torch
 
 from ood_core import stages
+from ood_core.fast import chunks, class_groups
+from ood_core.memo import Memo
+from ood_core.records import FeatureSet, FitContext
 from ood_core.registry import OODLensError
 from ood_core.scorers import create_scorer
 from ood_core.scorers import line as line_module
-from ood_core.scorers.base import FeatureSet, FitContext
-from ood_core.scorers.line import line_explain
+from ood_core.scorers.line import line_explain, line_reference_logits
 
 OFF = {"use_ac": False, "use_ap": False, "use_wp": False}
+SETTINGS = [(90.0, 90.0, 1.0), (10.0, 10.0, 0.8), (50.0, 0.0, 2.0), (0.0, 99.0, 0.3)]  # (p_a, p_w, δ)
+SWITCHES = [{}, {"use_ac": False}, {"use_ap": False}, {"use_wp": False}, {"use_ac": False, "use_wp": False}]
 
 
-def reference_line(h: np.ndarray, weight: np.ndarray, bias: np.ndarray, contribution: np.ndarray,
-                   delta: float, p_a: float, p_w: float) -> np.ndarray:
-    """The official algorithm written plainly: one sample at a time, dense K×D masks (float64)."""
+def official_loop(h: np.ndarray, weight: np.ndarray, bias: np.ndarray, contribution: np.ndarray,
+                  delta: float, p_a: float, p_w: float) -> np.ndarray:
+    """The official algorithm written plainly: one sample at a time, dense K×D masks (float64),
+    → (N,) scores."""
     k = weight.shape[0]
     act_masks = [contribution[c] > np.percentile(contribution[c], p_a) for c in range(k)]
     weight_masks = []
@@ -44,6 +50,36 @@ def _random_case(seed: int, n: int = 40, k: int = 5, d: int = 12) -> tuple[FitCo
     return FitContext(weight, bias, stats), feats
 
 
+def reference(ctx: FitContext, feats: FeatureSet, delta: float = 1.0, p_a: float = 90.0, p_w: float = 90.0,
+              use_ac: bool = True, use_ap: bool = True, use_wp: bool = True) -> torch.Tensor:
+    return line_reference_logits(feats.penultimate, ctx.head_weight, ctx.head_bias, ctx.stats["class_contribution"],
+                                 delta, p_a, p_w, use_ac, use_ap, use_wp)
+
+
+# -- the definition ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("p_a,p_w,delta", SETTINGS)
+def test_reference_matches_the_official_per_sample_loop(seed: int, p_a: float, p_w: float, delta: float) -> None:
+    ctx, feats = _random_case(seed)
+    expected = official_loop(feats.penultimate.double().numpy(), ctx.head_weight.double().numpy(),
+                             ctx.head_bias.double().numpy(), ctx.stats["class_contribution"].double().numpy(),
+                             delta, p_a, p_w)
+    scores = torch.logsumexp(reference(ctx, feats, delta, p_a, p_w), dim=1)
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_reference_switches_select_the_masks() -> None:
+    ctx, feats = _random_case(4)
+    h, weight, bias = feats.penultimate, ctx.head_weight, ctx.head_bias
+    torch.testing.assert_close(reference(ctx, feats, **OFF), h @ weight.T + bias)
+    scorer = create_scorer("line").fit(ctx)
+    predicted = (h @ weight.T + bias).argmax(1)  # no clip: use_ac off
+    act = scorer.activation_mask(70.0)[predicted]  # (N, D) each sample's m_ĉ
+    torch.testing.assert_close(reference(ctx, feats, p_a=70.0, use_ac=False, use_wp=False),
+                               (h * act) @ weight.T + bias)
+
+
 def test_activation_mask_by_hand() -> None:
     weight = torch.ones(2, 4)
     contribution = torch.tensor([[4.0, 3.0, -1.0, 0.0], [0.0, 1.0, 2.0, -5.0]])
@@ -53,6 +89,9 @@ def test_activation_mask_by_hand() -> None:
     # class 0 sorted (-1, 0, 3, 4): p50 = 1.5 → keep {0, 1}; class 1 sorted (-5, 0, 1, 2): p50 = 0.5 → keep {1, 2}
     expected = torch.tensor([[True, True, False, False], [False, True, True, False]])
     assert torch.equal(scorer.activation_mask(50.0), expected)
+    h = torch.ones(1, 4)  # ĉ = 0 (tie → first): z_k = Σ_{j ∈ {0, 1}} 1
+    torch.testing.assert_close(line_reference_logits(h, weight, torch.zeros(2), contribution, 5.0, 50.0, 0.0,
+                                                     use_wp=False), torch.tensor([[2.0, 2.0]]))
 
 
 def test_weight_mask_by_hand() -> None:
@@ -69,34 +108,16 @@ def test_weight_mask_by_hand() -> None:
     # Class 1: |C[1]| = (0, 1) → A^1 = [[0, -1], [0, 0.5]], sorted (-1, 0, 0, 0.5): p50 = 0 → keeps W[1, 1]
     eff = scorer.effective_weights(torch.tensor([1]), 50.0, 50.0, use_ap=False, use_wp=True)[0]
     torch.testing.assert_close(eff, torch.tensor([[0.0, 0.0], [0.0, 0.5]]))
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("p_a,p_w,delta", [(90.0, 90.0, 1.0), (10.0, 10.0, 0.8), (50.0, 0.0, 2.0), (0.0, 99.0, 0.3)])
-def test_matches_the_official_per_sample_loop(seed: int, p_a: float, p_w: float, delta: float) -> None:
-    ctx, feats = _random_case(seed)
-    scores = create_scorer("line").fit(ctx).score(feats, delta=delta, p_a=p_a, p_w=p_w)
-    expected = reference_line(feats.penultimate.double().numpy(), ctx.head_weight.double().numpy(),
-                              ctx.head_bias.double().numpy(), ctx.stats["class_contribution"].double().numpy(),
-                              delta, p_a, p_w)
-    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_on_the_fly_path_equals_the_memoised_stack(monkeypatch) -> None:
-    ctx, feats = _random_case(3)
-    memoised = create_scorer("line").fit(ctx).score(feats)
-    monkeypatch.setattr(line_module, "MAX_MEMOISED_EFFECTIVE_WEIGHT", 0)
-    monkeypatch.setattr(line_module, "TAU_CHUNK_ELEMENTS", 1)  # one class per τ chunk
-    scorer = create_scorer("line").fit(ctx)
-    torch.testing.assert_close(scorer.score(feats), memoised)
-    assert not scorer._effective_weights
+    h = torch.tensor([[1.0, 0.0]])  # ĉ = 1 (z = (1, 3)): only W[1, 1] of class 1 kept → z = (0, 0)
+    torch.testing.assert_close(line_reference_logits(h, weight, torch.zeros(2), contribution, 5.0, 0.0, 50.0,
+                                                     use_ap=False), torch.tensor([[0.0, 0.0]]))
 
 
 def test_all_switches_off_equals_energy(toy) -> None:
     scorer = create_scorer("line").fit(toy.ctx)
-    h = toy.id_feats.penultimate
-    expected = stages.energy(h @ toy.ctx.head_weight.T + toy.ctx.head_bias)
+    expected = stages.energy(toy.id_feats.penultimate @ toy.ctx.head_weight.T + toy.ctx.head_bias)
     torch.testing.assert_close(scorer.score(toy.id_feats, **OFF), expected)
+    torch.testing.assert_close(scorer.reference(toy.id_feats, **OFF), expected)
     torch.testing.assert_close(scorer.score(toy.id_feats, **OFF),
                                create_scorer("energy").fit(toy.ctx).score(toy.id_feats))
 
@@ -109,26 +130,68 @@ def test_ac_only_equals_react_at_delta(toy) -> None:
                            react.score(toy.id_feats, clip_by="value", clip_value=delta))
 
 
-def test_switches_select_the_masks() -> None:
-    ctx, feats = _random_case(4)
+# -- the fast path, held to the definition ---------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("p_a,p_w,delta", SETTINGS)
+def test_fast_path_matches_the_reference(seed: int, p_a: float, p_w: float, delta: float) -> None:
+    """Each switch combination, on a fresh tensor (the one-off path) and again (class blocks)."""
+    ctx, feats = _random_case(seed)
+    scorer = create_scorer("line").fit(ctx)
+    for switches in SWITCHES:
+        hp = {"delta": delta, "p_a": p_a, "p_w": p_w, **switches}
+        expected = reference(ctx, feats, **hp)
+        fresh = feats.subset(torch.arange(len(feats)))  # a new tensor: the one-off path first
+        for _ in range(3):
+            torch.testing.assert_close(scorer.modified_logits(fresh, **hp), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_delta_moves_on_one_scorer_match_the_reference(fused: bool, monkeypatch) -> None:
+    """The memoised class-sorted rows, in small row chunks, with the fused [W_eff; W] GEMM or
+    two GEMMs, for δ values that move many samples' ĉ away from the unclipped prediction (the
+    regrouped path) and back."""
+    monkeypatch.setattr(chunks, "ROW_CHUNK", 7)
+    monkeypatch.setattr(class_groups, "FUSED_HEAD_ELEMENTS", 1 << 30 if fused else 0)
+    ctx, feats = _random_case(6)
     h, weight, bias = feats.penultimate, ctx.head_weight, ctx.head_bias
     scorer = create_scorer("line").fit(ctx)
-    predicted = (h @ weight.T + bias).argmax(1)  # no clip: use_ac off
-    act = scorer.activation_mask(70.0)[predicted]  # (N, D) each sample's m_ĉ
-    logits = (h * act) @ weight.T + bias
-    torch.testing.assert_close(scorer.score(feats, use_ac=False, use_wp=False, p_a=70.0),
-                               torch.logsumexp(logits, 1))
+    moved_counts = []
+    for delta in (0.2, 1.0, 0.05, 5.0, 0.2, 0.19):
+        moved = int(((h.clamp(max=delta) @ weight.T + bias).argmax(1) != (h @ weight.T + bias).argmax(1)).sum())
+        torch.testing.assert_close(scorer.modified_logits(feats, delta=delta), reference(ctx, feats, delta),
+                                   rtol=1e-5, atol=1e-5, msg=f"delta={delta} ({moved} samples change class)")
+        moved_counts.append(moved)
+    assert max(moved_counts) > 5  # the regrouped path ran
 
 
-def test_delta_slider_reuses_masks_and_order_does_not_matter() -> None:
+def test_on_the_fly_weights_equal_the_memoised_stack(monkeypatch) -> None:
+    ctx, feats = _random_case(3)
+    memoised = create_scorer("line").fit(ctx)
+    expected = [memoised.score(feats) for _ in range(2)]
+    monkeypatch.setattr(line_module, "MAX_MEMOISED_EFFECTIVE_WEIGHT", 0)
+    monkeypatch.setattr(line_module, "TAU_CHUNK_ELEMENTS", 1)  # one class per τ chunk
+    scorer = create_scorer("line").fit(ctx)
+    for scores in expected:  # the one-off path, then the class blocks
+        torch.testing.assert_close(scorer.score(feats), scores)
+    assert len(scorer._effective_weights) == 0
+
+
+def test_masks_are_bounded_memos_reused_across_delta_moves_and_order_does_not_matter() -> None:
     ctx, feats = _random_case(5)
     scorer = create_scorer("line").fit(ctx)
+    memos = (scorer._activation_masks, scorer._weight_thresholds, scorer._effective_weights, scorer._by_class)
+    assert all(isinstance(memo, Memo) for memo in memos) and set(map(id, scorer.memos())) >= set(map(id, memos))
     scorer.score(feats, delta=1.0)
-    masks = (dict(scorer._activation_masks), dict(scorer._weight_thresholds), dict(scorer._effective_weights))
+    masks = (scorer.activation_mask(90.0), scorer.weight_thresholds(90.0))
+    sizes = [len(memo) for memo in memos[:3]]
     scores = scorer.score(feats, delta=0.5)
-    assert (scorer._activation_masks, scorer._weight_thresholds, scorer._effective_weights) == masks
+    assert scorer.activation_mask(90.0) is masks[0] and scorer.weight_thresholds(90.0) is masks[1]
+    assert [len(memo) for memo in memos[:3]] == sizes  # a δ move builds no mask
     permutation = torch.randperm(len(feats), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(scorer.score(feats.subset(permutation), delta=0.5), scores[permutation])
+    scorer.fit(ctx)
+    assert all(len(memo) == 0 for memo in memos)  # refit clears them
 
 
 def test_line_explain_is_consistent_with_the_score() -> None:
@@ -144,6 +207,7 @@ def test_line_explain_is_consistent_with_the_score() -> None:
     bias = float(ctx.head_bias[info["predicted_class"]])
     assert float(info["contributions"].sum()) + bias == pytest.approx(info["pruned_logit"], abs=1e-5)
     assert info["score"] == pytest.approx(float(scorer.score(row, delta=0.9, p_a=50.0, p_w=50.0)[0]), abs=1e-6)
+    assert info["score"] == pytest.approx(float(scorer.reference(row, delta=0.9, p_a=50.0, p_w=50.0)[0]), abs=1e-5)
 
 
 def test_mismatched_contribution_shape_raises(toy) -> None:
@@ -151,22 +215,3 @@ def test_mismatched_contribution_shape_raises(toy) -> None:
     stats["class_contribution"] = stats["class_contribution"][:, :-1]
     with pytest.raises(OODLensError, match="class_contribution"):
         create_scorer("line").fit(FitContext(toy.ctx.head_weight, toy.ctx.head_bias, stats))
-
-
-def test_delta_moves_on_one_scorer_match_the_official_loop(monkeypatch) -> None:
-    """The memoised class-sorted rows, in small row chunks, for δ values that move many
-    samples' ĉ away from the unclipped prediction (the regrouped path) and back."""
-    monkeypatch.setattr(line_module, "ROW_CHUNK", 7)
-    ctx, feats = _random_case(6)
-    h, weight, bias = feats.penultimate, ctx.head_weight, ctx.head_bias
-    scorer = create_scorer("line").fit(ctx)
-    moved_counts = []
-    for delta in (0.2, 1.0, 0.05, 5.0, 0.2):
-        clipped_prediction = (h.clamp(max=delta) @ weight.T + bias).argmax(1)
-        moved = int((clipped_prediction != (h @ weight.T + bias).argmax(1)).sum())
-        expected = reference_line(h.double().numpy(), weight.double().numpy(), bias.double().numpy(),
-                                  ctx.stats["class_contribution"].double().numpy(), delta, 90.0, 90.0)
-        np.testing.assert_allclose(scorer.score(feats, delta=delta).numpy(), expected, rtol=1e-5, atol=1e-5,
-                                   err_msg=f"delta={delta} ({moved} samples change class under clipping)")
-        moved_counts.append(moved)
-    assert max(moved_counts) > 5  # the regrouped path ran

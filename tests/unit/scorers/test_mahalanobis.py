@@ -7,7 +7,7 @@ import torch
 from sklearn.covariance import EmpiricalCovariance
 
 from ood_core.scorers import create_scorer
-from ood_core.scorers.base import FeatureSet, FitContext
+from ood_core.records import FeatureSet, FitContext
 from ood_core.scorers.mahalanobis import whitening_factor
 
 
@@ -36,14 +36,14 @@ def test_singular_precision_uses_eigendecomposition() -> None:
 
 @pytest.mark.parametrize("rank_deficient", [False, True])
 def test_matches_sklearn_on_toy_statistics(toy, rank_deficient: bool) -> None:
-    from ood_core.train_stats import compute_train_stats
+    from ood_core.statistics import compute_all_statistics
 
     h, y = toy.train_features, toy.train_labels
     if rank_deficient:  # dead neurons (as in the CIFAR DenseNet) make the covariance singular
         h = h.clone()
         h[:, :5] = 0.0
     w, b = toy.ctx.head_weight, toy.ctx.head_bias
-    stats = compute_train_stats(h, h @ w.T + b, y, w, b)
+    stats = compute_all_statistics(h, h @ w.T + b, y, w, b)
     test = toy.id_feats.penultimate[:50].clone()
     if rank_deficient:
         test[:, :5] = 0.0

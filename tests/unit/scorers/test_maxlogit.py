@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ood_core.scorers import create_scorer
-from ood_core.scorers.base import FeatureSet
+from ood_core.records import FeatureSet
 
 
 def test_maxlogit_by_hand() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ood_core.scorers import create_scorer
-from ood_core.scorers.base import FeatureSet
+from ood_core.records import FeatureSet
 
 
 def feats(logits: list[list[float]]) -> FeatureSet:

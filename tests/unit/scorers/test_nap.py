@@ -1,4 +1,4 @@
-"""NAP formula tests (methods.md §3.13): max/mean ratio and the log-space geometric mean."""
+"""NAP formula tests (docs/methods.md §3.13): max/mean ratio and the log-space geometric mean."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,12 +8,12 @@ import torch
 
 from ood_core.registry import OODLensError
 from ood_core.scorers import create_scorer
-from ood_core.scorers.base import FeatureSet
+from ood_core.records import FeatureSet
 from ood_core.scorers.nap import nap_score
 
-# The paper's CIFAR-10 weights (methods.md §3.13 table)
+# The paper's CIFAR-10 weights (docs/methods.md §3.13 table)
 VARIANTS = {"nap-e": ("energy", 0.4), "nap-m": ("msp", 0.5), "nap-r": ("react", 0.4),
-            "nap-d": ("dice", 0.5), "nap-a": ("ash", 0.5), "nap-k": ("knn", 0.8)}
+            "nap-d": ("dice", 0.5), "nap-a": ("ash-s", 0.5), "nap-k": ("knn", 0.8)}
 
 
 def _tiny_map_feats() -> FeatureSet:
@@ -35,12 +35,12 @@ def test_formula_on_a_tiny_map() -> None:
 
 
 def test_variant_defaults() -> None:
-    assert create_scorer("nap").defaults()["combine"] == "none"
-    for name, (combine, weight) in VARIANTS.items():
+    assert create_scorer("nap").defaults() == {"epsilon": 1.0}  # NAP alone: no weight to tune
+    for name, (partner, weight) in VARIANTS.items():
         scorer = create_scorer(name)
-        assert scorer.name == name
-        assert scorer.defaults()["combine"] == combine and scorer.defaults()["weight"] == weight
-        assert scorer.defaults()["epsilon"] == 1.0
+        assert scorer.name == name and scorer.partner.name == partner
+        assert scorer.defaults() == {"epsilon": 1.0, "weight": weight}
+        assert scorer.stats == create_scorer(partner).stats
 
 
 def test_nap_e_is_weighted_log_mean(toy) -> None:
@@ -50,7 +50,7 @@ def test_nap_e_is_weighted_log_mean(toy) -> None:
     s_nap = ((feats.prepool_max / (feats.penultimate + 1.0)) ** 2).mean(1)
     assert bool((lse > 0).all())
     torch.testing.assert_close(scorer.score(feats), 0.4 * lse.log() + 0.6 * s_nap.log())
-    assert scorer.last_clamped == 0
+    assert scorer.clamped(feats) == 0
     # w = 1 is S* alone, w = 0 is NAP alone (in log space)
     torch.testing.assert_close(scorer.score(feats, weight=1.0), lse.log())
     torch.testing.assert_close(scorer.score(feats, weight=0.0), s_nap.log())
@@ -80,17 +80,22 @@ def test_non_positive_s_star_is_clamped_and_counted(toy) -> None:
     shift[:3] = -100.0  # LSE < 0 for the first three samples
     feats = dataclasses.replace(toy.id_feats, logits=toy.id_feats.logits + shift)
     scores = scorer.score(feats)
-    assert scorer.last_clamped == 3 and bool(torch.isfinite(scores).all())
+    assert scorer.clamped(feats) == 3 and bool(torch.isfinite(scores).all())
     s_nap = create_scorer("nap").score(feats)
     torch.testing.assert_close(scores[:3], 0.4 * torch.log(torch.tensor(1e-12)) + 0.6 * s_nap[:3].log())
 
 
-def test_combine_can_change_at_score_time(toy) -> None:
-    scorer = create_scorer("nap").fit(toy.ctx)
+def test_partner_score_is_memoised_and_refreshed_on_refit(toy) -> None:
+    scorer = create_scorer("nap-m").fit(toy.ctx)
     msp = torch.softmax(toy.id_feats.logits, 1).max(1).values
-    s_nap = scorer.score(toy.id_feats)
-    torch.testing.assert_close(scorer.score(toy.id_feats, combine="msp", weight=0.3),
-                               0.3 * msp.log() + 0.7 * s_nap.log())
+    s_nap = create_scorer("nap").score(toy.id_feats)
+    first = scorer.score(toy.id_feats, weight=0.3)
+    torch.testing.assert_close(first, 0.3 * msp.log() + 0.7 * s_nap.log())
+    assert len(scorer._partner_scores) == 1  # the ε / w sliders reuse S*
+    torch.testing.assert_close(scorer.score(toy.id_feats, weight=0.3, epsilon=2.0),
+                               0.3 * msp.log() + 0.7 * create_scorer("nap").score(toy.id_feats, epsilon=2.0).log())
+    scorer.fit(toy.ctx)
+    assert len(scorer._partner_scores) == 0
 
 
 def test_transformer_attention_row_uses_its_max() -> None:
@@ -106,6 +111,6 @@ def test_missing_map_or_stats_raise_clear_errors(toy) -> None:
         create_scorer("nap").score(feats)
     assert create_scorer("nap-d").stats == create_scorer("dice").stats
     stats = {k: v for k, v in toy.ctx.stats.items() if k != "feature_mean"}
-    scorer = create_scorer("nap").fit(dataclasses.replace(toy.ctx, stats=stats))  # NAP alone needs none
+    create_scorer("nap").fit(dataclasses.replace(toy.ctx, stats=stats))  # NAP alone needs none
     with pytest.raises(OODLensError, match="feature_mean"):
-        scorer.score(toy.id_feats, combine="dice")
+        create_scorer("nap-d").fit(dataclasses.replace(toy.ctx, stats=stats))

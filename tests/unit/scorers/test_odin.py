@@ -8,8 +8,8 @@ import torch
 
 from ood_core.registry import OODLensError
 from ood_core.scorers import create_scorer
-from ood_core.scorers.base import FeatureSet
-from ood_core.scorers.odin import ODIN_EPS_GRID, ODIN_TEMPERATURE
+from ood_core.records import FeatureSet
+from ood_core.records import ODIN_EPS_GRID, ODIN_TEMPERATURE
 
 
 def feats() -> FeatureSet:

@@ -12,7 +12,7 @@ import pytest
 
 from ood_core.registry import OODLensError
 from ood_core.scorers import create_scorer, list_scorers
-from ood_core.scorers.base import HyperparameterError, Param
+from ood_core.params import HyperparameterError, Param
 
 NAMES = list_scorers()
 

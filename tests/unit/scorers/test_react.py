@@ -1,4 +1,4 @@
-"""ReAct formula tests (methods.md §2.5) and the shared clip-threshold stage."""
+"""ReAct formula tests (docs/methods.md §2.5) and the shared clip-threshold stage."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ import torch
 from ood_core import stages
 from ood_core.registry import OODLensError
 from ood_core.scorers import create_scorer
-from ood_core.scorers.base import FeatureSet, FitContext
+from ood_core.records import FeatureSet, FitContext
 
 
 def _hand_case() -> tuple[FitContext, FeatureSet]:
@@ -41,7 +41,7 @@ def test_percentile_threshold_comes_from_validation_activations() -> None:
     values = np.random.default_rng(0).random(1000).astype(np.float32)
     sorted_values = torch.from_numpy(np.sort(values))
     for q in (50.0, 90.0, 97.3, 99.9):
-        assert stages.resolve_clip_threshold(sorted_values, "percentile", q, 1.0) == pytest.approx(
+        assert stages.clip_threshold(sorted_values, "percentile", q, 1.0) == pytest.approx(
             float(np.percentile(values, q)), rel=1e-6)
 
 
@@ -63,7 +63,7 @@ def test_clipping_changes_only_large_activations(toy) -> None:
 
 def test_invalid_clip_by_raises_clear_error() -> None:
     with pytest.raises(OODLensError, match="clip_by"):
-        stages.resolve_clip_threshold(torch.arange(3.0), "median", 90.0, 1.0)
+        stages.clip_threshold(torch.arange(3.0), "median", 90.0, 1.0)
     with pytest.raises(ValueError):
         create_scorer("react").resolve({"clip_by": "median"})
 

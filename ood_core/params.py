@@ -1,0 +1,114 @@
+"""Hyperparameter declarations (:class:`Param`) and their one validation path.
+
+A scorer declares its hyperparameters as ``Param`` objects; the CLI (``--hparam``), the API,
+the URL state and the app's widgets all validate values through :meth:`Param.validate`.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ood_core.registry import OODLensError
+
+ParamKind = Literal["float", "int", "bool", "choice"]
+
+
+class HyperparameterError(OODLensError, ValueError):
+    """A hyperparameter value that is unknown, malformed, non-finite or out of range (one line)."""
+
+
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def _parse_number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number or a string of one (bools excluded), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter declaration.
+
+    ``low``/``high``/``step`` bound numeric params (inclusive). ``choices`` lists the
+    values of a ``"choice"`` param. ``log`` asks the UI for a log-scale widget.
+    """
+
+    name: str
+    default: Any
+    kind: ParamKind = "float"
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    help: str = ""
+    unit: str = ""
+    log: bool = False
+    label: str = ""  # display label, e.g. "δ (clip)"; falls back to name
+
+    def validate(self, value: Any) -> Any:
+        """``value`` (a Python value or the string a CLI / URL gives) as this param's kind.
+
+        The one validation path of the CLI, the API, the URL and the widgets: numbers must be
+        finite and inside [low, high], an ``int`` param takes only integral values, a choice is
+        matched by value (``"0.0028"`` is the float choice 0.0028), a bool is ``True``/``False``,
+        0/1 or one of true/false/yes/no/on/off. Anything else raises :class:`HyperparameterError`.
+        """
+        if self.kind == "bool":
+            return self._validate_bool(value)
+        if self.kind == "choice":
+            return self._validate_choice(value)
+        number = _parse_number(value)
+        if number is None:
+            raise self._error(value, f"is not a number (expected {'an integer' if self.kind == 'int' else 'a number'})")
+        if not math.isfinite(number):
+            raise self._error(value, "is not a finite number")
+        if self.kind == "int":
+            if number != int(number):
+                raise self._error(value, "is not an integer")
+            number = int(number)
+        if self.low is not None and number < self.low:
+            raise self._error(value, f"is below its minimum {self.low:g}")
+        if self.high is not None and number > self.high:
+            raise self._error(value, f"is above its maximum {self.high:g}")
+        return number
+
+    def _validate_bool(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, numbers.Integral) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
+            return value.strip().lower() in _TRUE_WORDS
+        raise self._error(value, "is not a boolean (use true/false, yes/no, on/off or 1/0)")
+
+    def _validate_choice(self, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+        for choice in self.choices:
+            if isinstance(choice, bool) or isinstance(value, bool):
+                if choice is value or (isinstance(value, str) and value.lower() == str(choice).lower()):
+                    return choice
+            elif isinstance(choice, numbers.Real):
+                number = _parse_number(value)
+                if isinstance(value, str) and number is not None and number == choice:
+                    return choice
+                if isinstance(value, numbers.Real) and value == choice:
+                    return choice
+            elif value == choice:
+                return choice
+        raise self._error(value, f"is not one of {', '.join(str(c) for c in self.choices)}")
+
+    def _error(self, value: Any, why: str) -> HyperparameterError:
+        return HyperparameterError(f"{self.name}={value!r} {why}")

@@ -7,19 +7,21 @@ Three measurements, all within one run (absolute times on shared machines are no
    (a) the *dense-matmul floor*: one ``h @ W.T + b`` GEMM + logsumexp over the same rows,
        the least any head-based method can cost, and
    (b) pytorch-ood 0.4.0's implementation of the same method on the same features, where
-       it has one (MSP, MaxLogit, Energy, Mahalanobis, ViM, ReAct, DICE, ASH-P/B/S).
-2. **Slider move** (CIFAR scale): a new value of the method's first slider, then score the
-   ID set and every OOD set and compute every metric per OOD set (``metrics.evaluate_many``,
-   as the app does).
+       it has one (MSP, MaxLogit, Energy, Mahalanobis, ViM, ReAct, DICE, ASH-P/B/S), built by
+       ``ood_core.testing.pytorch_ood`` (the adapters of the parity tests).
+2. **Slider move** (CIFAR scale): a new value of the method's first slider, then
+   ``ood_core.benchmark.evaluate_method`` as the app runs it (score the ID set and every OOD
+   set, every metric per OOD set with ``metrics.evaluate_many``, the head's accuracy).
 3. **Targets**, printed PASS/FAIL: no method slower than pytorch-ood's; DICE ≥ 100× faster
    than pytorch-ood's DICE at ImageNet scale; a CIFAR-scale slider move ≤ 30 ms per method.
 
 Scales: ``cifar`` (9,000 ID + 20,000 OOD in three sets, D = 342, K = 10, 10k train) and
 ``imagenet`` (50,000 ID + 40,000 OOD, D = 2048, K = 1000; 20k train rows for the
 statistics, a 10k KNN bank; KNN / NAP-K / Mahalanobis timed on a 4,096-row subset, with
-the floor re-measured on that subset). Features are synthetic but shaped like real ones:
-ReLU features around class-conditional means, a linear head aligned with those means, OOD
-rows drawn around unseen means; training statistics come from ``compute_train_stats``.
+the floor re-measured on that subset). Each is a real ``ood_core.benchmark.Benchmark`` from
+``ood_core.synthetic`` (``SyntheticSettings.cifar()`` / ``.imagenet()``): ReLU features around
+class-conditional means, a linear head aligned with those means, OOD rows drawn around unseen
+means; training statistics computed as the cache builder does.
 
 Run:  python -m bench.bench_scoring --scale cifar            (≈ 1 min on 2 cores)
       python -m bench.bench_scoring --scale both --json out.json
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import math
 import statistics
 import sys
@@ -44,12 +47,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from bench._common import (Timing, default_device, environment, format_ms, format_ratio, format_table,
                            synchronize, time_interleaved, write_json)
-from ood_core import metrics
-from ood_core.scorers import create_scorer, list_scorers
-from ood_core.scorers.base import FeatureSet, FitContext, Param, Scorer
-from ood_core.train_stats import compute_train_stats
+from ood_core.benchmark import Benchmark, evaluate_method
+from ood_core.params import Param
+from ood_core.records import FeatureSet
+from ood_core.scorers import Scorer, list_scorers
+from ood_core.synthetic import Synthetic, SyntheticSettings, rows_view, scored_rows, synthesize
 
-# Targets of issue #2.
+# Targets.
 SLIDER_TARGET_MS = 30.0
 DICE_SPEEDUP_TARGET = 100.0
 # Ours may be this much slower than pytorch-ood before "slower" counts: the two often run
@@ -58,32 +62,28 @@ DEFAULT_TOLERANCE = 0.10
 # pytorch-ood's DICE materialises an N×K×D tensor; above this many elements it runs on a
 # row chunk and its time is extrapolated linearly in N.
 DICE_MAX_ELEMENTS = 1 << 27  # 512 MiB of float32
-ODIN_EPS = (0.0014, 0.0028)
 # Rows on which our score is correlated with pytorch-ood's (a check, not a timing).
 AGREEMENT_ROWS = 2048
+# The methods timed against pytorch-ood: those it scores from the same cached features. (Its
+# ODIN and GradNorm differentiate through the head on every call, where ours read cached
+# perturbed logits or use a closed form: a different computation, compared in tests/parity.)
+COMPARED = ("msp", "maxlogit", "energy", "mahalanobis", "vim", "react", "dice", "ash-p", "ash-b", "ash-s")
 
 
 # ---------------------------------------------------------------------------------------
-# Scales and synthetic features
+# Scales
 # ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Scale:
-    """Sizes of one benchmark scale.
+    """One benchmark scale: the synthetic benchmark's settings and how it is timed.
 
-    ood_sets: name → rows of each OOD set; train: training rows for the statistics;
-    knn_bank: rows of the KNN bank (None = all training rows); heavy_rows / heavy_methods:
-    methods timed on the first ``heavy_rows`` rows only (None = all rows).
+    data: the :class:`~ood_core.synthetic.SyntheticSettings` of the benchmark (sizes, KNN bank);
+    heavy_rows / heavy_methods: methods timed on the first ``heavy_rows`` rows only (None = all rows).
     """
 
     name: str
-    n_id: int
-    ood_sets: Mapping[str, int]
-    dim: int
-    classes: int
-    train: int
-    val: int = 1000
-    knn_bank: int | None = None
+    data: SyntheticSettings
     heavy_rows: int | None = None
     heavy_methods: frozenset[str] = frozenset()
     # pytorch-ood Mahalanobis loops over classes, each an (n, D) @ (D, D) product: at
@@ -92,7 +92,7 @@ class Scale:
     # Time the floor interleaved with every method (fair ratios on a loaded machine); off
     # where one floor call takes seconds, then it is timed once per row count.
     interleave_floor: bool = True
-    # Time slider moves (score every set + all metrics) at this scale: the 30 ms target is
+    # Time slider moves (evaluate_method with a new value) at this scale: the 30 ms target is
     # for CIFAR-sized benchmarks, the app's interactive case.
     slider: bool = True
     # Warm up on this many leading rows instead of a full call (None = a full call): builds
@@ -105,122 +105,33 @@ class Scale:
     max_repeats: int = 25
 
     @property
+    def n_id(self) -> int:
+        return self.data.id_test
+
+    @property
+    def ood_sets(self) -> dict[str, int]:
+        return {s.name: s.rows for s in self.data.ood}
+
+    @property
     def n_ood(self) -> int:
-        return sum(self.ood_sets.values())
+        return self.data.ood_rows
+
+    def record(self) -> dict[str, Any]:
+        """The scale as JSON: its sizes, its timing settings and the generator's settings."""
+        data = self.data
+        return {"name": self.name, "n_id": self.n_id, "ood_sets": self.ood_sets, "dim": data.dim,
+                "classes": data.classes, "train": data.train, "val": data.val, "knn_bank": data.knn_bank,
+                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "data")},
+                "heavy_methods": sorted(self.heavy_methods), "synthetic": dataclasses.asdict(data)}
 
 
 SCALES: dict[str, Scale] = {
-    "cifar": Scale("cifar", n_id=9000, ood_sets={"ood-isun-like": 8925, "ood-mnist-like": 10000,
-                                                  "ood-dtd-like": 1075},
-                   dim=342, classes=10, train=10000),
-    "imagenet": Scale("imagenet", n_id=50000, ood_sets={"ood": 40000}, dim=2048, classes=1000, train=20000,
-                      knn_bank=10000, heavy_rows=4096,
+    "cifar": Scale("cifar", SyntheticSettings.cifar()),
+    "imagenet": Scale("imagenet", SyntheticSettings.imagenet(), heavy_rows=4096,
                       heavy_methods=frozenset({"knn", "nap-k", "mahalanobis"}),
                       mahalanobis_probe=(512, 20), interleave_floor=False, slider=False,
                       warmup_rows=1024, extra_rounds_budget_s=6.0, max_repeats=7),
 }
-
-
-@dataclass
-class SyntheticBenchmark:
-    """Cached-feature stand-in for one (model, ID dataset) pair.
-
-    all_rows: every ID row then every OOD row (one FeatureSet, (N_id + N_ood) rows)
-    id_test / ood: views into ``all_rows`` (no copies)
-    train_features (M, D), train_labels (M,) int64: what the statistics were computed from
-    """
-
-    scale: Scale
-    all_rows: FeatureSet
-    id_test: FeatureSet
-    ood: dict[str, FeatureSet]
-    head_weight: Tensor
-    head_bias: Tensor
-    stats: dict[str, Tensor]
-    train_features: Tensor
-    train_labels: Tensor
-
-    @property
-    def context(self) -> FitContext:
-        return FitContext(self.head_weight, self.head_bias, self.stats)
-
-
-def _row_slice(feats: FeatureSet, start: int, stop: int) -> FeatureSet:
-    """Rows [start, stop) of every per-sample tensor, as views (no copy)."""
-    out: dict[str, Any] = {name: getattr(feats, name)[start:stop]
-                           for name in ("logits", "penultimate", "labels", "prepool_max")
-                           if getattr(feats, name) is not None}
-    if feats.odin_logits is not None:
-        out["odin_logits"] = feats.odin_logits[:, start:stop]
-    return dataclasses.replace(feats, **out)
-
-
-def _features_around(means: Tensor, groups: Tensor, noise: float, generator: torch.Generator) -> Tensor:
-    """ReLU(μ_g + noise·ε): (G, D) means, (N,) group index → (N, D) float32, ≥ 0."""
-    out = torch.randn(groups.numel(), means.shape[1], generator=generator)
-    out.mul_(noise).add_(means[groups])
-    return out.clamp_(min=0)
-
-
-def make_synthetic(scale: Scale, seed: int = 0, device: torch.device | str = "cpu") -> SyntheticBenchmark:
-    """Synthetic cached features for ``scale`` (generated on CPU, moved to ``device``).
-
-    ID rows: ReLU features around K sparse class means; the head W is aligned with the
-    centred class means (so logits are informative, accuracy high but not perfect); OOD rows
-    come from unseen means of the same kind. prepool_max = h·(1 + U[0,1)) ≥ h; the ODIN
-    logits are the plain logits plus a small ε-scaled perturbation.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    k, d = scale.classes, scale.dim
-    shared = torch.rand(d, generator=gen) * 0.5
-
-    def sparse_means(count: int) -> Tensor:
-        active = torch.rand(count, d, generator=gen) < 0.2
-        return shared + active * torch.rand(count, d, generator=gen) * 2.0
-
-    class_means = sparse_means(k)
-    centred = class_means - class_means.mean(0)
-    # Row norm ∝ 1/D: class means separate better as D grows; this keeps the logit margins
-    # near 10-20 at both scales, so the softmax does not saturate (MSP stays informative).
-    norm = 2.0 * 342 / d
-    weight = centred / centred.norm(dim=1, keepdim=True) * norm + 0.005 * norm * torch.randn(k, d, generator=gen)
-    bias = 0.1 * torch.randn(k, generator=gen)
-
-    train_labels = torch.arange(scale.train) % k
-    train_features = _features_around(class_means, train_labels, 0.6, gen)
-    val_features = _features_around(class_means, torch.arange(scale.val) % k, 0.6, gen)
-
-    n = scale.n_id + scale.n_ood
-    id_labels = torch.arange(scale.n_id) % k
-    ood_means = sparse_means(max(k, 8))
-    ood_groups = torch.randint(0, ood_means.shape[0], (scale.n_ood,), generator=gen)
-    penultimate = torch.empty(n, d)
-    penultimate[:scale.n_id] = _features_around(class_means, id_labels, 0.6, gen)
-    penultimate[scale.n_id:] = _features_around(ood_means, ood_groups, 0.6, gen)
-    logits = torch.addmm(bias, penultimate, weight.T)
-    prepool_max = penultimate * (1.0 + torch.rand(n, d, generator=gen))
-    odin_logits = torch.stack([logits + (eps * 100.0) * torch.randn(n, k, generator=gen) for eps in ODIN_EPS])
-    labels = torch.cat([id_labels, torch.full((scale.n_ood,), -1, dtype=torch.long)])
-
-    train_logits = torch.addmm(bias, train_features, weight.T)
-    stats = compute_train_stats(train_features, train_logits, train_labels, weight, bias, val_features=val_features)
-    if scale.knn_bank is not None:
-        stats["knn_bank"] = stats["knn_bank"][:scale.knn_bank].contiguous()
-
-    device = torch.device(device)
-    all_rows = FeatureSet(logits=logits, penultimate=penultimate, labels=labels, prepool_max=prepool_max,
-                          odin_logits=odin_logits, odin_eps=ODIN_EPS, odin_temperature=1000.0).to(device)
-    ood: dict[str, FeatureSet] = {}
-    start = scale.n_id
-    for name, rows in scale.ood_sets.items():
-        ood[name] = _row_slice(all_rows, start, start + rows)
-        start += rows
-    return SyntheticBenchmark(
-        scale=scale, all_rows=all_rows, id_test=_row_slice(all_rows, 0, scale.n_id), ood=ood,
-        head_weight=weight.to(device), head_bias=bias.to(device),
-        stats={name: value.to(device) for name, value in stats.items()},
-        train_features=train_features.to(device), train_labels=train_labels.to(device),
-    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,7 +150,7 @@ class Baseline:
     score: FeatureSet → (n,) outlier scores (higher = more OOD, pytorch-ood's convention)
     max_rows: run on at most this many rows and extrapolate linearly in N (None = all rows)
     class_factor: further multiplier when it runs on a subset of the classes (Mahalanobis)
-    note: how it was called
+    note: what differs from a plain call on our features
     """
 
     score: Callable[[FeatureSet], Tensor]
@@ -257,59 +168,31 @@ class Baseline:
         return run, factor, note
 
 
-def _linear_head(weight: Tensor, bias: Tensor) -> Callable[[Tensor], Tensor]:
-    """The head as pytorch-ood's ReAct / ASH call it; 4-D (N, D, 1, 1) maps are flattened."""
-    return lambda x: torch.addmm(bias, x.flatten(1), weight.T)
-
-
-def pytorch_ood_baselines(bench: SyntheticBenchmark, scorers: Mapping[str, Scorer]) -> dict[str, Baseline]:
-    """pytorch-ood 0.4.0 detectors with the same hyperparameters as our fitted ``scorers``,
-    for the methods it implements. Returns {} when pytorch-ood is not installed."""
-    try:
-        from pytorch_ood import detector as pod
-    except ImportError:
+def pytorch_ood_baselines(synthetic: Synthetic, scale: Scale, scorers: Mapping[str, Scorer]) -> dict[str, Baseline]:
+    """pytorch-ood 0.4.0 detectors (``ood_core.testing.pytorch_ood``) with the same
+    hyperparameters as our fitted ``scorers``, for the methods in :data:`COMPARED`.
+    Returns {} when pytorch-ood is not installed."""
+    if importlib.util.find_spec("pytorch_ood") is None:
         return {}
-    weight, bias = bench.head_weight, bench.head_bias
-    head = _linear_head(weight, bias)
-    identity = torch.nn.Identity()
+    from ood_core.testing.pytorch_ood import reference
+
+    k, d = synthetic.head_weight.shape
     out: dict[str, Baseline] = {}
-    if "msp" in scorers:
-        out["msp"] = Baseline(lambda f: pod.MaxSoftmax.score(f.logits, float(scorers["msp"].defaults().get("temperature", 1.0))))
-    if "maxlogit" in scorers:
-        out["maxlogit"] = Baseline(lambda f: pod.MaxLogit.score(f.logits))
-    if "energy" in scorers:
-        out["energy"] = Baseline(lambda f: pod.EnergyBased.score(f.logits, float(scorers["energy"].defaults().get("temperature", 1.0))))
-    if "react" in scorers:
-        react = pod.ReAct(backbone=identity, head=head, threshold=scorers["react"].threshold())
-        out["react"] = Baseline(lambda f: react.predict_feature_maps(f.penultimate))
-    for name in ("ash-p", "ash-b", "ash-s"):
-        if name in scorers:
-            ash = pod.ASH(backbone=identity, head=head, variant=name,
-                          percentile=float(scorers[name].defaults()["percentile"]) / 100.0)
-            out[name] = Baseline(lambda f, ash=ash: ash.predict_feature_maps(
-                f.penultimate.view(f.penultimate.shape[0], -1, 1, 1)), note="h.view(N, D, 1, 1)")
-    if "vim" in scorers:
-        vim = pod.ViM(None, d=int(scorers["vim"].defaults()["dim"]), w=weight, b=bias)
-        vim.fit_features(bench.train_features, bench.train_labels)
-        out["vim"] = Baseline(lambda f: vim.predict_features(f.penultimate))
-    if "dice" in scorers:
-        dice = pod.DICE(None, w=weight, b=bias, p=float(scorers["dice"].defaults()["sparsity"]) / 100.0)
-        dice.fit_features(bench.train_features, bench.train_labels)
-        k, d = weight.shape
-        out["dice"] = Baseline(lambda f: dice.predict_features(f.penultimate),
-                               max_rows=max(1, DICE_MAX_ELEMENTS // (k * d)), note="builds an N×K×D tensor")
-    if "mahalanobis" in scorers:
-        maha = pod.Mahalanobis(None)
-        maha.fit_features(bench.train_features, bench.train_labels)
-        probe = bench.scale.mahalanobis_probe
-        if probe is None:
-            out["mahalanobis"] = Baseline(lambda f: maha.predict_features(f.penultimate))
-        else:
-            classes = min(probe[1], weight.shape[0])
-            maha.mu = maha.mu[:classes]  # its cost is one (n, D) @ (D, D) product per class: linear in K
-            out["mahalanobis"] = Baseline(lambda f: maha.predict_features(f.penultimate), max_rows=probe[0],
-                                          class_factor=weight.shape[0] / classes,
-                                          note=f"{classes} of {weight.shape[0]} classes")
+    for name in (n for n in COMPARED if n in scorers):
+        hparams = scorers[name].resolve()
+        if name == "react":  # the same clip value, not re-estimated from another activation sample
+            hparams = {"clip_by": "value", "clip_value": scorers[name].threshold()}
+        ref = reference(name, synthetic, **hparams)
+        baseline = Baseline(ref.outlier_scores, note=ref.note)
+        if name == "dice":
+            baseline.max_rows = max(1, DICE_MAX_ELEMENTS // (k * d))
+        if name == "mahalanobis" and scale.mahalanobis_probe is not None:
+            classes = min(scale.mahalanobis_probe[1], k)
+            # its cost is one (n, D) @ (D, D) product per class: linear in K
+            ref.detector.mu = ref.detector.mu[:classes]
+            baseline = Baseline(ref.outlier_scores, max_rows=scale.mahalanobis_probe[0], class_factor=k / classes,
+                                note=f"{classes} of {k} classes")
+        out[name] = baseline
     return out
 
 
@@ -345,7 +228,7 @@ class RescoreRow:
 
 @dataclass
 class SliderRow:
-    """One CIFAR-scale slider move: new hyperparameter value, all sets scored, all metrics."""
+    """One CIFAR-scale slider move: ``evaluate_method`` with a new hyperparameter value."""
 
     method: str
     param: str | None
@@ -353,14 +236,13 @@ class SliderRow:
     min_ms: float
     max_ms: float
     cpu_ms: float      # median process CPU time of a move (all threads)
-    score_ms: float    # the scoring part of the median move
-    metrics_ms: float  # the metrics part of the median move
+    score_ms: float    # the scoring part of the median move (inside the scorer)
+    metrics_ms: float  # the rest of the median move: every metric, accuracy, degeneracy checks
 
 
-def fit_scorers(bench: SyntheticBenchmark, methods: Sequence[str]) -> dict[str, Scorer]:
-    """Create and fit every method on the benchmark's head and statistics."""
-    ctx = bench.context
-    return {name: create_scorer(name).fit(ctx) for name in methods}
+def fit_scorers(bench: Benchmark, methods: Sequence[str]) -> dict[str, Scorer]:
+    """Every method fitted on the benchmark (``Benchmark.scorer``: once, with the model's defaults)."""
+    return {name: bench.scorer(name) for name in methods}
 
 
 def _pearson(a: Tensor, b: Tensor) -> float:
@@ -372,32 +254,34 @@ def _pearson(a: Tensor, b: Tensor) -> float:
     return float((a @ b) / denominator)
 
 
-def bench_rescoring(bench: SyntheticBenchmark, scorers: Mapping[str, Scorer], repeats: int,
+def bench_rescoring(synthetic: Synthetic, scale: Scale, scorers: Mapping[str, Scorer], repeats: int,
                     with_pytorch_ood: bool = True, log: Callable[[str], None] = print) -> list[RescoreRow]:
-    """Time ``score`` of every fitted scorer on all rows (or the heavy-row subset), against
-    the floor on the same rows and pytorch-ood's implementation where there is one."""
-    scale = bench.scale
-    device = bench.head_weight.device
-    n_all = len(bench.all_rows)
+    """Time ``score`` of every fitted scorer on all rows (ID test then every OOD set, or the
+    heavy-row subset), against the floor on the same rows and pytorch-ood's implementation
+    where there is one."""
+    bench = synthetic.benchmark
+    device = bench.device
+    all_rows = scored_rows(bench)
+    n_all = len(all_rows)
     floors: dict[int, Timing] = {}
 
     def floor_call(rows: int) -> Callable[[], Tensor]:
-        h = bench.all_rows.penultimate[:rows]
+        h = all_rows.penultimate[:rows]
         return lambda: dense_floor(h, bench.head_weight, bench.head_bias)
 
-    baselines = pytorch_ood_baselines(bench, scorers) if with_pytorch_ood else {}
+    baselines = pytorch_ood_baselines(synthetic, scale, scorers) if with_pytorch_ood else {}
     results: list[RescoreRow] = []
     for name, scorer in scorers.items():
         started = time.perf_counter()
         rows = n_all
         if scale.heavy_rows is not None and name in scale.heavy_methods:
             rows = min(scale.heavy_rows, n_all)
-        feats = bench.all_rows if rows == n_all else _row_slice(bench.all_rows, 0, rows)
+        feats = all_rows if rows == n_all else rows_view(all_rows, 0, rows)
         baseline = baselines.get(name)
         base_feats, factor, note = feats, 1.0, ""
         if baseline is not None:
             base_rows, factor, note = baseline.plan(rows)
-            base_feats = feats if base_rows == rows else _row_slice(bench.all_rows, 0, base_rows)
+            base_feats = feats if base_rows == rows else rows_view(all_rows, 0, base_rows)
         def ours() -> Tensor:  # cold: no result memoised for these rows (fair to pytorch-ood)
             scorer.forget_tensors()
             return scorer.score(feats)
@@ -412,10 +296,10 @@ def bench_rescoring(bench: SyntheticBenchmark, scorers: Mapping[str, Scorer], re
             calls["pytorch-ood"] = lambda: baseline.score(base_feats)
         if scale.warmup_rows is not None:
             # a small call per side builds masks / warms the allocator; the timed calls follow.
-            small = _row_slice(bench.all_rows, 0, min(rows, scale.warmup_rows))
+            small = rows_view(all_rows, 0, min(rows, scale.warmup_rows))
             scorer.score(small)
             if baseline is not None:
-                baseline.score(_row_slice(bench.all_rows, 0, min(len(base_feats), scale.warmup_rows)))
+                baseline.score(rows_view(all_rows, 0, min(len(base_feats), scale.warmup_rows)))
             if "floor" in calls:
                 floor_call(len(small))()
         timings = time_interleaved(calls, repeats, device, warmup=scale.warmup_rows is None,
@@ -427,7 +311,7 @@ def bench_rescoring(bench: SyntheticBenchmark, scorers: Mapping[str, Scorer], re
             row.pytorch_ood_ms = timings["pytorch-ood"].median_ms * factor
             row.pytorch_ood_note = note
             if baseline.class_factor == 1.0:  # a class subset changes the score itself
-                check = _row_slice(base_feats, 0, min(len(base_feats), AGREEMENT_ROWS))
+                check = rows_view(base_feats, 0, min(len(base_feats), AGREEMENT_ROWS))
                 our_scores = scorer.score(check)
                 row.agreement = _pearson(our_scores, -baseline.score(check).to(our_scores.device))
         results.append(row)
@@ -477,32 +361,33 @@ def slider_values(scorer: Scorer, moves: int) -> tuple[str | None, list[dict[str
     return param.name, values
 
 
-def bench_slider_moves(bench: SyntheticBenchmark, scorers: Mapping[str, Scorer], repeats: int,
+def bench_slider_moves(bench: Benchmark, scorers: Mapping[str, Scorer], repeats: int,
                        log: Callable[[str], None] = print) -> list[SliderRow]:
-    """Time a slider move per method: score ID + every OOD set with a *new* hyperparameter
-    value (hyperparameter-keyed masks are rebuilt), then ``metrics.evaluate`` per OOD set.
+    """Time a slider move per method: ``evaluate_method`` with a *new* hyperparameter value
+    (hyperparameter-keyed masks are rebuilt), as the app runs it: the ID set (scores and the
+    modified head's logits) and every OOD set scored, every metric per OOD set.
 
-    One warm-up move at the default values precedes the timed moves.
+    ``scorers`` are the benchmark's own (:func:`fit_scorers`). One warm-up move at the default
+    values precedes the timed moves; the time spent inside the scorer is the scoring part.
     """
-    device = bench.head_weight.device
+    device = bench.device
     results: list[SliderRow] = []
 
-    def move(scorer: Scorer, hparams: dict[str, Any]) -> tuple[float, float, float]:
-        """(scoring ms, metrics ms, CPU ms) of one move."""
+    def move(name: str, hparams: dict[str, Any], clock: list[float]) -> tuple[float, float, float]:
+        """(scoring ms, rest ms, CPU ms) of one move."""
+        clock[0] = 0.0
         synchronize(device)
         start, cpu_start = time.perf_counter(), time.process_time()
-        id_scores = scorer.score(bench.id_test, **hparams)
-        ood_scores = [scorer.score(feats, **hparams) for feats in bench.ood.values()]
+        evaluate_method(bench, name, hparams)
         synchronize(device)
-        scored = time.perf_counter()
-        metrics.evaluate_many(id_scores, dict(enumerate(ood_scores)))  # the app's path: one ID sort
-        end = time.perf_counter()
-        return (scored - start) * 1e3, (end - scored) * 1e3, (time.process_time() - cpu_start) * 1e3
+        total = (time.perf_counter() - start) * 1e3
+        return clock[0], total - clock[0], (time.process_time() - cpu_start) * 1e3
 
     for name, scorer in scorers.items():
         param, settings = slider_values(scorer, repeats)
-        move(scorer, {})  # warm-up at the defaults
-        parts = [move(scorer, hp) for hp in settings]
+        with _scoring_clock(scorer, device) as clock:
+            move(name, {}, clock)  # warm-up at the defaults
+            parts = [move(name, hp, clock) for hp in settings]
         totals = [s + m for s, m, _ in parts]
         median_index = sorted(range(len(totals)), key=totals.__getitem__)[len(totals) // 2]
         row = SliderRow(name, param, float(statistics.median(totals)), min(totals), max(totals),
@@ -511,6 +396,38 @@ def bench_slider_moves(bench: SyntheticBenchmark, scorers: Mapping[str, Scorer],
         results.append(row)
         log(f"  slider   {name:12s} {format_ms(row.median_ms):>9s} ms")
     return results
+
+
+class _scoring_clock:  # noqa: N801 (used as a context manager)
+    """Adds up the wall time spent in ``scorer.score`` / ``score_with_logits`` (outermost
+    calls only) into ``clock[0]`` ms, by wrapping them on the instance; restored on exit."""
+
+    METHODS = ("score", "score_with_logits")
+
+    def __init__(self, scorer: Scorer, device: torch.device) -> None:
+        self.scorer, self.device, self.clock, self.depth = scorer, device, [0.0], 0
+
+    def __enter__(self) -> list[float]:
+        for attr in self.METHODS:
+            setattr(self.scorer, attr, self._timed(getattr(self.scorer, attr)))
+        return self.clock
+
+    def __exit__(self, *exc: Any) -> None:
+        for attr in self.METHODS:
+            vars(self.scorer).pop(attr, None)
+
+    def _timed(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self.depth += 1
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.depth -= 1
+                if self.depth == 0:
+                    synchronize(self.device)
+                    self.clock[0] += (time.perf_counter() - start) * 1e3
+        return timed
 
 
 # ---------------------------------------------------------------------------------------
@@ -581,10 +498,11 @@ def slider_table(report: ScaleReport) -> str:
 
 def describe_scale(scale: Scale) -> str:
     ood = ", ".join(f"{name} {rows:,}" for name, rows in scale.ood_sets.items())
-    text = (f"{scale.name}: {scale.n_id:,} ID + {scale.n_ood:,} OOD ({ood}) rows, D = {scale.dim}, "
-            f"K = {scale.classes}, {scale.train:,} training rows for the statistics")
-    if scale.knn_bank is not None:
-        text += f", KNN bank {scale.knn_bank:,} rows"
+    data = scale.data
+    text = (f"{scale.name}: {scale.n_id:,} ID + {scale.n_ood:,} OOD ({ood}) rows, D = {data.dim}, "
+            f"K = {data.classes}, {data.train:,} training rows for the statistics")
+    if data.knn_bank is not None:
+        text += f", KNN bank {data.knn_bank:,} rows"
     if scale.heavy_rows is not None:
         text += (f"; {', '.join(sorted(scale.heavy_methods))} timed on the first {scale.heavy_rows:,} rows "
                  "(floor re-measured on those rows)")
@@ -601,12 +519,13 @@ def run_scale(scale: Scale, repeats: int, methods: Sequence[str] | None = None, 
     device = device or default_device()
     started = time.perf_counter()
     log(f"building synthetic features and training statistics — {describe_scale(scale)}")
-    bench = make_synthetic(scale, seed=seed, device=device)
+    synthetic = synthesize(scale.data.replace(seed=seed), device=device)
+    bench = synthetic.benchmark
     names = list(methods) if methods else list_scorers()
     scorers = fit_scorers(bench, names)
     log(f"  ready in {time.perf_counter() - started:.1f} s")
     with torch.inference_mode():
-        report = ScaleReport(scale, bench_rescoring(bench, scorers, repeats, with_pytorch_ood, log))
+        report = ScaleReport(scale, bench_rescoring(synthetic, scale, scorers, repeats, with_pytorch_ood, log))
         if scale.slider if slider is None else slider:
             report.slider = bench_slider_moves(bench, scorers, repeats, log)
     report.seconds = time.perf_counter() - started
@@ -621,8 +540,8 @@ def print_report(reports: Sequence[ScaleReport], targets: Sequence[TargetResult]
               "with −pytorch-ood's on the same rows (1.000 = same method).")
         print(rescoring_table(report))
         if report.slider:
-            print(f"\n== Slider move at {report.scale.name} scale: new value of the first slider, score ID + "
-                  f"{len(report.scale.ood_sets)} OOD sets, metrics.evaluate per OOD set")
+            print(f"\n== Slider move at {report.scale.name} scale: new value of the first slider, evaluate_method "
+                  f"(score ID + {len(report.scale.ood_sets)} OOD sets, metrics.evaluate_many, accuracy)")
             print(slider_table(report))
         print(f"   ({report.scale.name} scale took {report.seconds:.0f} s)")
     print("\n== Targets")
@@ -671,7 +590,7 @@ def main(argv: Sequence[str] | None = None, scales: Mapping[str, Scale] | None =
             "environment": environment(),
             "arguments": vars(args),
             "scales": [{
-                "scale": dataclasses.asdict(r.scale) | {"heavy_methods": sorted(r.scale.heavy_methods)},
+                "scale": r.scale.record(),
                 "seconds": r.seconds,
                 "rescoring": [dataclasses.asdict(row) | {"ratio_to_floor": row.ratio_to_floor, "speedup": row.speedup}
                               for row in r.rescoring],

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ood_core.records import FeatureSet, FitContext
+
 EPILOG = """examples:
   python -m precompute.train_demo                      # the shipped weights (ood_core/weights/)
   python -m precompute.train_demo --epochs 5 --out /tmp/demo_cnn.safetensors
@@ -64,36 +66,47 @@ def random_affine(images: Tensor, generator: torch.Generator, rotate_deg: float 
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, images: np.ndarray) -> Tensor:
-    """Logits (N, K) float32 of uint8 images (N, 28, 28), in eval mode, batched."""
+def predict_features(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray | None = None) -> FeatureSet:
+    """What the cache would hold for uint8 images (N, 28, 28): logits (N, K), penultimate and
+    prepool_max features, labels (-1 when ``labels`` is None); eval mode, batched."""
     from ood_core.models.demo_cnn import to_model_input
 
     model.eval()
-    return torch.cat([model(to_model_input(images[i:i + EVAL_BATCH])).logits
-                      for i in range(0, len(images), EVAL_BATCH)])
+    outputs = [model(to_model_input(images[i:i + EVAL_BATCH])) for i in range(0, len(images), EVAL_BATCH)]
+    y = torch.as_tensor(labels, dtype=torch.long) if labels is not None else torch.full((len(images),), -1)
+    return FeatureSet(logits=torch.cat([o.logits for o in outputs]),
+                      penultimate=torch.cat([o.penultimate for o in outputs]),
+                      prepool_max=torch.cat([o.prepool_max for o in outputs]), labels=y)
+
+
+def predict_logits(model: torch.nn.Module, images: np.ndarray) -> Tensor:
+    """Logits (N, K) float32 of uint8 images (N, 28, 28), in eval mode, batched."""
+    return predict_features(model, images).logits
+
+
+# The methods whose AUROC the training record reports (ood_core's scorers, at their defaults).
+REPORTED_METHODS = ("energy", "msp")
 
 
 def evaluate(model: torch.nn.Module, seed: int = 0) -> dict:
-    """Accuracy on demo-mnist val / test, and Energy / MSP AUROC (ID = positive) of test vs each OOD set."""
-    from sklearn.metrics import roc_auc_score
-
+    """Accuracy on demo-mnist val / test, and Energy / MSP AUROC (ID = positive) of test vs each
+    OOD set, scored by ood_core's scorers and metrics (as the app scores the cached features)."""
     from ood_core.datasets.demo import OOD_SETS, demo_mnist_arrays, ood_arrays
+    from ood_core.metrics import accuracy, evaluate_many
+    from ood_core.scorers import create_scorer
 
-    record: dict = {}
-    for split in ("val", "test"):
-        images, labels = demo_mnist_arrays(split, seed)
-        logits = predict_logits(model, images)
-        record[f"{split}_accuracy"] = float((logits.argmax(1).numpy() == labels).mean())
-    id_logits = predict_logits(model, demo_mnist_arrays("test", seed)[0])
-    scores = {"energy": lambda z: torch.logsumexp(z, dim=1),
-              "msp": lambda z: torch.softmax(z, dim=1).amax(dim=1)}
-    auroc: dict[str, dict[str, float]] = {}
-    for name in OOD_SETS:
-        ood_logits = predict_logits(model, ood_arrays(name))
-        truth = np.r_[np.ones(len(id_logits)), np.zeros(len(ood_logits))]
-        auroc[name] = {
-            method: float(roc_auc_score(truth, torch.cat([score(id_logits), score(ood_logits)]).numpy()))
-            for method, score in scores.items()}
+    val, id_test = (predict_features(model, *demo_mnist_arrays(split, seed)) for split in ("val", "test"))
+    record: dict = {"val_accuracy": accuracy(val.logits, val.labels),
+                    "test_accuracy": accuracy(id_test.logits, id_test.labels)}
+    ood = {name: predict_features(model, ood_arrays(name)) for name in OOD_SETS}
+    ctx = FitContext(head_weight=model.head_weight, head_bias=model.head_bias)
+    auroc: dict[str, dict[str, float]] = {name: {} for name in OOD_SETS}
+    with torch.inference_mode():
+        for method in REPORTED_METHODS:
+            scorer = create_scorer(method).fit(ctx)
+            metrics = evaluate_many(scorer.score(id_test), {name: scorer.score(f) for name, f in ood.items()})
+            for name, values in metrics.items():
+                auroc[name][method] = values.auroc
     record["ood_auroc"] = auroc
     return record
 
@@ -117,7 +130,7 @@ def train(epochs: int, seed: int, limit: int | None = None, progress: bool = Tru
 
     SGD (Nesterov momentum 0.9, weight decay 5e-4), batch 64, one warm-up epoch then cosine
     decay from lr 0.05, random affine augmentation, then per-image Gaussian input noise with
-    std ~ U(0, ``input_noise``) (issue #3: teaches the net that pixel noise is no class
+    std ~ U(0, ``input_noise``) (it teaches the net that pixel noise is no class
     evidence; digits only, no outlier data). Deterministic for a given seed and thread count.
     """
     from tqdm import tqdm

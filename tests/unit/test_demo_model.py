@@ -143,7 +143,7 @@ def test_shipped_weights_reach_98_percent_on_held_out_test():
 
 @needs_weights
 def test_shipped_weights_separate_letters_less_than_far_ood():
-    """Issue #3: the demo is meaningful. For Energy and MSP, noise (far-OOD) is easy
+    """The demo is meaningful. For Energy and MSP, noise (far-OOD) is easy
     (AUROC ≥ 0.9) and easier than letters (near-OOD); every far-OOD set beats letters."""
     from sklearn.metrics import roc_auc_score
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Mapping
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_MAIN = REPO_ROOT / "app" / "main.py"
 CHROMIUM = os.environ.get("OOD_LENS_CHROMIUM", "/usr/bin/chromium")
-# Debian Chromium as root on a closed network (engineering-notes.md, "Testing the app").
+# Debian Chromium as root on a closed network.
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic")
 VIEWPORT = {"width": 1400, "height": 1000}

@@ -1,4 +1,4 @@
-"""LINe neuron-overlap statistics (methods.md §3.10(f)) on hand-made contribution matrices."""
+"""LINe neuron-overlap statistics (docs/methods.md §3.10(f)) on hand-made contribution matrices."""
 from __future__ import annotations
 
 import math

@@ -100,7 +100,8 @@ class Memo:
     @property
     def nbytes(self) -> int:
         """Bytes of tensors held now (never above ``max_bytes``)."""
-        return self._bytes
+        with self._lock:
+            return self._bytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -120,11 +121,12 @@ class Memo:
         self._drop(slot)
         if size > self.max_bytes:
             return  # never kept: it alone would break the bound
+        # Make room first (least recently used out), so the count never exceeds the bound.
+        while self._entries and (self._bytes + size > self.max_bytes or len(self._entries) >= self.max_entries):
+            self._drop(next(iter(self._entries)))
         ref = None if tensor is None else weakref.ref(tensor, self._forget_tensor(slot[0]))
         self._entries[slot] = (ref, -1 if version is None else version, value, size)
         self._bytes += size
-        while self._entries and (self._bytes > self.max_bytes or len(self._entries) > self.max_entries):
-            self._drop(next(iter(self._entries)))
 
     def _drop(self, slot: tuple) -> None:
         entry = self._entries.pop(slot, None)

@@ -92,10 +92,12 @@ class Memo:
             self._store((None if tensor is None else id(tensor), key), tensor,
                         None if tensor is None else _version(tensor), value)
 
-    def clear(self) -> None:
+    def clear(self, tensors_only: bool = False) -> None:
+        """Drop every entry, or with ``tensors_only`` only those tied to a tensor (the
+        entries keyed by a hyperparameter value stay)."""
         with self._lock:
-            self._entries.clear()
-            self._bytes = 0
+            for slot in [s for s in self._entries if not tensors_only or s[0] is not None]:
+                self._drop(slot)
 
     @property
     def nbytes(self) -> int:

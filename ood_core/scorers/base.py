@@ -115,7 +115,8 @@ class Scorer:
                                     "rebuild the cache's train_stats (python -m precompute)")
         self.ctx = ctx
         self._params = self._with_overrides(self.params_for(ctx))
-        self.forget_tensors()  # results memoised under a previous fit are stale
+        for memo in self.memos():  # everything memoised under a previous fit is stale
+            memo.clear()
         return self
 
     def memos(self) -> list[Memo]:
@@ -129,10 +130,12 @@ class Scorer:
         return found
 
     def forget_tensors(self) -> None:
-        """Clear every memo, so the next call computes from scratch (benchmarks time a cold
-        re-score with it; ``fit`` calls it)."""
+        """Drop what every memo holds for feature tensors, so the next call scores its rows
+        from scratch (benchmarks time a cold re-score with it); what is keyed by a
+        hyperparameter value alone (masks, masked weights) stays, as a fitted detector keeps
+        its fitted state. ``fit`` clears everything."""
         for memo in self.memos():
-            memo.clear()
+            memo.clear(tensors_only=True)
 
     def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """(N,) float32 scores by the paper's formula in plain tensor code, higher = more ID."""

@@ -71,6 +71,17 @@ def test_reused_only_builds_on_the_second_sight() -> None:
     assert len(calls) == 1
 
 
+def test_clearing_tensor_entries_keeps_value_entries() -> None:
+    memo = Memo()
+    x = torch.ones(4)
+    memo.get("mask", lambda: torch.ones(2))
+    memo.get("rows", lambda: x * 2, tensor=x)
+    memo.clear(tensors_only=True)
+    assert len(memo) == 1 and memo.nbytes == 8
+    memo.clear()
+    assert len(memo) == 0 and memo.nbytes == 0
+
+
 def test_tensor_bytes_walks_containers() -> None:
     assert tensor_bytes((torch.ones(2), {"a": torch.ones(3, dtype=torch.float64)}, [1, "x"])) == 8 + 24
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ood_core.records import FeatureSet, FitContext
-from ood_core.synthetic import SyntheticSettings, synthesize
+from ood_core.synthetic import Synthetic, SyntheticSettings, synthesize
 
 NUM_CLASSES = SyntheticSettings.toy().classes
 FEATURE_DIM = SyntheticSettings.toy().dim
@@ -32,6 +32,11 @@ class Toy:
     train_features: Tensor  # (M, D)
     train_labels: Tensor  # (M,)
     class_means: Tensor  # (K, D) generating means
+    synthetic: Synthetic  # what the toy was made from
+
+    def fit_inputs(self) -> Synthetic:
+        """What a pytorch-ood adapter fits on (``ood_core.testing.pytorch_ood.reference``)."""
+        return self.synthetic
 
 
 def build_toy(device: str | torch.device = "cpu", seed: int = 0, num_classes: int = NUM_CLASSES,
@@ -42,7 +47,7 @@ def build_toy(device: str | torch.device = "cpu", seed: int = 0, num_classes: in
     (ood_feats,) = bench.ood.values()
     return Toy(ctx=bench.fit_context(), id_feats=bench.id_test, ood_feats=ood_feats,
                train_features=synthetic.train_features, train_labels=synthetic.train_labels,
-               class_means=synthetic.class_means)
+               class_means=synthetic.class_means, synthetic=synthetic)
 
 
 @pytest.fixture

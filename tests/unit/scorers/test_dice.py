@@ -74,9 +74,9 @@ def test_masked_weight_is_memoised_per_sparsity(toy) -> None:
 
 
 def test_parity_with_pytorch_ood(toy) -> None:
-    detector_module = pytest.importorskip("pytorch_ood.detector")
+    pytest.importorskip("pytorch_ood.detector")
+    from ood_core.testing.pytorch_ood import reference
+
     scorer = create_scorer("dice").fit(toy.ctx)
-    reference = detector_module.DICE(encoder=None, w=toy.ctx.head_weight, b=toy.ctx.head_bias, p=0.9)
-    reference.fit_features(toy.train_features, toy.train_labels)
-    expected = -reference.predict_features(toy.id_feats.penultimate)
-    torch.testing.assert_close(scorer.score(toy.id_feats, sparsity=90.0), expected, rtol=1e-5, atol=1e-5)
+    detector = reference("dice", toy.fit_inputs(), sparsity=90.0)
+    torch.testing.assert_close(scorer.score(toy.id_feats, sparsity=90.0), detector(toy.id_feats), rtol=1e-5, atol=1e-5)

@@ -69,14 +69,9 @@ def test_invalid_clip_by_raises_clear_error() -> None:
 
 
 def test_parity_with_pytorch_ood(toy) -> None:
-    detector_module = pytest.importorskip("pytorch_ood.detector")
+    pytest.importorskip("pytorch_ood.detector")
+    from ood_core.testing.pytorch_ood import reference
+
     scorer = create_scorer("react").fit(toy.ctx)
-    c = scorer.threshold()
-    head = torch.nn.Linear(*toy.ctx.head_weight.shape[::-1])
-    with torch.no_grad():
-        head.weight.copy_(toy.ctx.head_weight)
-        head.bias.copy_(toy.ctx.head_bias)
-    reference = detector_module.ReAct(backbone=lambda x: x, head=head, threshold=c)
-    # pytorch-ood returns outlier scores (higher = OOD): negate
-    expected = -reference.predict_feature_maps(toy.id_feats.penultimate)
-    torch.testing.assert_close(scorer.score(toy.id_feats), expected)
+    detector = reference("react", toy.fit_inputs(), clip_by="value", clip_value=scorer.threshold())
+    torch.testing.assert_close(scorer.score(toy.id_feats), detector(toy.id_feats))

@@ -2,8 +2,7 @@
 
 :func:`build_features` takes model and dataset *objects*; the training statistics are built by
 :mod:`.stats_builder` and a whole benchmark, by name, by :func:`ood_core.cache.ensure.ensure_entries`
-(the front door used by ``python -m precompute``, the report CLI and the app; both are
-importable from here too). Builds are resumable: results are written as atomic chunks (one
+(the front door used by ``python -m precompute``, the report CLI and the app). Builds are resumable: results are written as atomic chunks (one
 per ``chunk_batches`` batches, :mod:`.forward`), an interrupted build keeps them, and the next
 run with the same plan computes only the missing chunks.
 
@@ -19,15 +18,13 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from ood_core import paths
 from ood_core.cache import store
-from ood_core.cache.forward import (  # noqa: F401 (BuildInterrupted, ModelWrapperError, check_logits: re-exported)
-    BuildInterrupted, ModelWrapperError, ProgressCallback, check_finite_outputs, check_logits,
-    concatenate, run_chunks)
+from ood_core.cache.forward import ProgressCallback, check_finite_outputs, concatenate, run_chunks
 from ood_core.cache.provenance import ModelRef
 from ood_core.datasets.base import ImageDataset
 from ood_core.locks import LOCK_FILE, build_lock
@@ -214,16 +211,3 @@ def _build_entry(model: OODModel, dataset: ImageDataset, entry: Path, ref: Model
         "feature_dim": model.feature_dim,
     }
     store.write_entry(entry, tensors, manifest)
-
-
-_MOVED = {"build_train_stats": "stats_builder", "stats_problem": "stats_builder", "ensure_entries": "ensure"}
-
-
-def __getattr__(name: str) -> Any:
-    """``builder.build_train_stats`` / ``builder.ensure_entries``: they live in :mod:`.stats_builder`
-    and :mod:`.ensure` (which import this module), loaded on first use."""
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"ood_core.cache.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -138,14 +138,6 @@ def _stored(cache_root: Path, model: ModelRef, id_dataset: str, sources: dict[st
     return None, (tensors, manifest)
 
 
-def stats_problem(cache_root: Path, model: ModelRef, id_dataset: str, sources: dict[str, str]) -> str | None:
-    """Why the stored training statistics of (``model``, ``id_dataset``) cannot be kept (None when
-    they can, perhaps with statistics to add), phrased to follow "the statistics": ``"is
-    missing"``, a failed reader check, or other train / val entries than ``sources``
-    (``split → manifest digest``) behind them."""
-    return _stored(cache_root, model, id_dataset, sources)[0]
-
-
 def statistics_outdated(root: Path, ref: ModelRef, id_dataset: str, versions: dict[str, int]) -> bool:
     """From the manifests alone: the statistics are missing, lack one of ``versions`` (``name →
     version``) or hold another version of it, or were computed from other train / val entries

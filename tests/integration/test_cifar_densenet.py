@@ -16,7 +16,7 @@ import torch
 
 from ood_core import paths
 from ood_core.benchmark import evaluate_method, load_benchmark
-from ood_core.cache import builder
+from ood_core.cache import builder, stats_builder
 from ood_core.datasets import create_dataset
 from ood_core.models import create_model
 
@@ -34,7 +34,7 @@ def bench(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("densenet-cache")
     model = create_model("densenet100-cifar10")
     common = dict(device="cpu", batch_size=250, progress=False)
-    builder.build_train_stats(model, create_dataset("cifar10", "train"), create_dataset("cifar10", "val"), root,
+    stats_builder.build_train_stats(model, create_dataset("cifar10", "train"), create_dataset("cifar10", "val"), root,
                               model_name="densenet100-cifar10", dataset_name="cifar10", limit=train_limit,
                               **common)
     for name, split in (("cifar10", "test"), ("isun", "test"), ("dtd10", "test")):

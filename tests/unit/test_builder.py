@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from ood_core.cache import builder, stats_store, store
-from ood_core.cache.builder import BuildInterrupted, ModelWrapperError, build_features, build_train_stats
+from ood_core.cache.builder import build_features
+from ood_core.cache.forward import BuildInterrupted, ModelWrapperError
+from ood_core.cache.stats_builder import build_train_stats
 from ood_core.cache.store import StaleCacheError
 from ood_core.datasets.base import TransformedDataset
 from ood_core.models.perturb import odin_perturbed_logits

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ood_core import report
-from ood_core.cache import builder, store
+from ood_core.cache import builder, ensure, store
 from ood_core.registry import OODLensError, UnknownNameError
 from precompute.cli import main as precompute_main
 from tests.conftest import FAKE_ID, FAKE_MODEL, FAKE_OOD_A
@@ -157,7 +157,7 @@ def test_builds_with_different_limits_never_mix(tmp_path: Path, fake_benchmark_n
 
     def build(limit: int | None) -> None:
         try:
-            builder.ensure_entries(FAKE_MODEL, FAKE_ID, [FAKE_OOD_A], tmp_path, limit=limit, with_odin=False,
+            ensure.ensure_entries(FAKE_MODEL, FAKE_ID, [FAKE_OOD_A], tmp_path, limit=limit, with_odin=False,
                                    progress=False, log=lambda message: None)
         except Exception as error:  # noqa: BLE001
             errors.append(error)

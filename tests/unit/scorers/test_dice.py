@@ -80,3 +80,14 @@ def test_parity_with_pytorch_ood(toy) -> None:
     scorer = create_scorer("dice").fit(toy.ctx)
     detector = reference("dice", toy.fit_inputs(), sparsity=90.0)
     torch.testing.assert_close(scorer.score(toy.id_feats, sparsity=90.0), detector(toy.id_feats), rtol=1e-5, atol=1e-5)
+
+
+def test_module_formula_equals_the_composed_reference(toy) -> None:
+    """dice.py's opening formula is what the composition (DICE mask stage + head) computes."""
+    from ood_core.scorers.dice import dice_reference
+
+    scorer = create_scorer("dice").fit(toy.ctx)
+    for sparsity in (0.0, 50.0, 90.0):
+        expected = dice_reference(toy.id_feats.penultimate, toy.ctx.head_weight, toy.ctx.head_bias,
+                                  toy.ctx.stats["feature_mean"], sparsity)
+        torch.testing.assert_close(scorer.reference(toy.id_feats, sparsity=sparsity), expected)

@@ -110,3 +110,16 @@ def test_masks_are_memoised(toy) -> None:
     head = scorer.masked_weight(scorer.resolve(), toy.ctx.device)
     scorer.score(toy.id_feats, clip_by="value", clip_value=0.5)  # a clip-only move rebuilds nothing
     assert scorer.masked_weight(scorer.resolve(), toy.ctx.device) is head and len(scorer._masked_weights) == 1
+
+
+def test_module_formula_equals_the_composed_reference(toy) -> None:
+    """opnp.py's opening formula is what the composition (weight + unit pruning stages) computes."""
+    from ood_core.scorers.opnp import opnp_reference
+
+    scorer = create_scorer("opnp").fit(toy.ctx)
+    for hp in ({"q_w_high": 0.5, "q_w_low": 10.0, "q_n_high": 1.0, "q_n_low": 0.0},
+               {"q_w_high": 2.0, "q_w_low": 30.0, "q_n_high": 10.0, "q_n_low": 20.0}):
+        expected = opnp_reference(toy.id_feats.penultimate, toy.ctx.head_weight, toy.ctx.head_bias,
+                                  toy.ctx.stats["opnp_weight_sensitivity"], toy.ctx.stats["opnp_neuron_sensitivity"],
+                                  (hp["q_w_high"], hp["q_w_low"]), (hp["q_n_high"], hp["q_n_low"]))
+        torch.testing.assert_close(scorer.reference(toy.id_feats, **hp), expected)

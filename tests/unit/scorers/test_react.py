@@ -75,3 +75,14 @@ def test_parity_with_pytorch_ood(toy) -> None:
     scorer = create_scorer("react").fit(toy.ctx)
     detector = reference("react", toy.fit_inputs(), clip_by="value", clip_value=scorer.threshold())
     torch.testing.assert_close(scorer.score(toy.id_feats), detector(toy.id_feats))
+
+
+def test_module_formula_equals_the_composed_reference(toy) -> None:
+    """react.py's opening formula is what the composition (clip stage + head) computes."""
+    from ood_core.scorers.react import react_reference
+
+    scorer = create_scorer("react").fit(toy.ctx)
+    for hparams in ({}, {"clip_by": "value", "clip_value": 0.5}):
+        expected = react_reference(toy.id_feats.penultimate, toy.ctx.head_weight, toy.ctx.head_bias,
+                                   scorer.threshold(**hparams))
+        torch.testing.assert_close(scorer.reference(toy.id_feats, **hparams), expected)

@@ -109,20 +109,21 @@ class NapScorer(Scorer):
         values = self.resolve(hparams)
         return self._combine(feats, values, None if self.partner is None else self.partner.reference(feats))
 
+    def partner_score(self, feats: FeatureSet) -> Tensor | None:
+        """(N,) the partner's score S* (None for NAP alone), memoised per feature set: it does
+        not depend on ε or w. Keyed by the feature tensor the partner reads."""
+        if self.partner is None:
+            return None
+        key = feats.penultimate if "penultimate" in self.partner.needs else feats.logits
+        return self._partner_scores.get("partner", lambda: self.partner.score(feats), tensor=key)
+
     def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
-        values = self.resolve(hparams)
-        s_star = None
-        if self.partner is not None:
-            # Keyed by the feature tensor the partner reads; it does not depend on ε or w.
-            key = feats.penultimate if "penultimate" in self.partner.needs else feats.logits
-            s_star = self._partner_scores.get("partner", lambda: self.partner.score(feats), tensor=key)
-        return self._combine(feats, values, s_star)
+        return self._combine(feats, self.resolve(hparams), self.partner_score(feats))
 
     def clamped(self, feats: FeatureSet) -> int:
         """How many samples' S* fall below 1e-12 and are clamped (0 for NAP alone)."""
-        if self.partner is None:
-            return 0
-        return int((self.similarity(self.partner.score(feats).float()) < MIN_POSITIVE).sum())
+        s_star = self.partner_score(feats)
+        return 0 if s_star is None else int((self.similarity(s_star.float()) < MIN_POSITIVE).sum())
 
 
 SCORERS.register("nap")(functools.partial(NapScorer, name="nap", title="NAP"))

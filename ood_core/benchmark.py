@@ -27,8 +27,9 @@ from ood_core.metrics import (
     degenerate_reasons,
     evaluate_many,
 )
+from ood_core.records import FeatureSet, FitContext
 from ood_core.registry import OODLensError
-from ood_core.scorers.base import FeatureSet, FitContext, Scorer
+from ood_core.scorers.base import Scorer
 
 FEATURE_FIELDS = ("logits", "penultimate", "prepool_max", "odin_logits")
 

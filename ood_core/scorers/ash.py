@@ -26,8 +26,10 @@ from torch import Tensor
 
 from ood_core.fast import sparse_rows
 from ood_core.memo import Memo
+from ood_core.params import Param
+from ood_core.records import FeatureSet
 from ood_core.registry import SCORERS
-from ood_core.scorers.base import FeatureSet, Param, ShapedHeadScorer
+from ood_core.scorers.base import ShapedHeadScorer
 
 MAX_SCALE_EXPONENT = 40.0
 VARIANTS = ("p", "b", "s")

@@ -6,8 +6,10 @@ from typing import Any
 from torch import Tensor
 
 from ood_core import stages
+from ood_core.params import Param
+from ood_core.records import FeatureSet
 from ood_core.registry import SCORERS
-from ood_core.scorers.base import FeatureSet, Param, Scorer
+from ood_core.scorers.base import Scorer
 
 TEMPERATURE = Param(
     "temperature", 1.0, "float", low=0.01, high=1000.0, step=0.01, log=True, label="T",

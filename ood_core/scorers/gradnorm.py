@@ -11,8 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ood_core.params import Param
+from ood_core.records import FeatureSet
 from ood_core.registry import SCORERS
-from ood_core.scorers.base import FeatureSet, Param, Scorer
+from ood_core.scorers.base import Scorer
 
 
 def gradnorm_closed_form(features: Tensor, logits: Tensor, temperature: float = 1.0) -> Tensor:

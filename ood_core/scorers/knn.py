@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ood_core.registry import SCORERS
 from ood_core.fast.similarity import top_cosine_similarities
 from ood_core.memo import Memo
-from ood_core.scorers.base import FeatureSet, FitContext, Param, Scorer
+from ood_core.params import Param
+from ood_core.records import FeatureSet, FitContext
+from ood_core.registry import SCORERS
+from ood_core.scorers.base import Scorer
 from ood_core.statistics import TrainingData, register_statistic
 
 log = logging.getLogger(__name__)

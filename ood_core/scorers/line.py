@@ -23,8 +23,10 @@ from torch import Tensor
 from ood_core import stages
 from ood_core.fast import class_groups
 from ood_core.memo import Memo
+from ood_core.params import Param
+from ood_core.records import FeatureSet, FitContext
 from ood_core.registry import SCORERS, OODLensError
-from ood_core.scorers.base import FeatureSet, FitContext, Param, ShapedHeadScorer
+from ood_core.scorers.base import ShapedHeadScorer
 
 
 def line_reference_logits(h: Tensor, weight: Tensor, bias: Tensor, contribution: Tensor, delta: float, p_a: float,

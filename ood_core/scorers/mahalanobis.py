@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ood_core.registry import SCORERS
 from ood_core.memo import Memo
-from ood_core.scorers.base import FeatureSet, FitContext, Scorer
+from ood_core.records import FeatureSet, FitContext
+from ood_core.registry import SCORERS
+from ood_core.scorers.base import Scorer
 from ood_core.statistics import TrainingData, register_statistic
 
 

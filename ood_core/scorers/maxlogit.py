@@ -5,8 +5,9 @@ from typing import Any
 
 from torch import Tensor
 
+from ood_core.records import FeatureSet
 from ood_core.registry import SCORERS
-from ood_core.scorers.base import FeatureSet, Scorer
+from ood_core.scorers.base import Scorer
 
 
 @SCORERS.register("maxlogit")

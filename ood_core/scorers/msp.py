@@ -6,8 +6,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ood_core.records import FeatureSet
 from ood_core.registry import SCORERS
-from ood_core.scorers.base import FeatureSet, Scorer
+from ood_core.scorers.base import Scorer
 
 
 def max_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:

@@ -12,10 +12,10 @@ from typing import Any
 
 from torch import Tensor
 
-from ood_core.registry import OODLensError
-from ood_core.registry import SCORERS
-from ood_core.records import ODIN_EPS_GRID, ODIN_TEMPERATURE
-from ood_core.scorers.base import FeatureSet, Param, Scorer
+from ood_core.params import Param
+from ood_core.records import ODIN_EPS_GRID, ODIN_TEMPERATURE, FeatureSet
+from ood_core.registry import SCORERS, OODLensError
+from ood_core.scorers.base import Scorer
 from ood_core.scorers.msp import max_softmax
 
 

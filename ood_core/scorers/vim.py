@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ood_core.registry import OODLensError
-from ood_core.registry import SCORERS
 from ood_core.fast.suffix import residual_sq_suffix
 from ood_core.memo import Memo
 from ood_core.params import Param
-from ood_core.scorers.base import FeatureSet, FitContext, Scorer
+from ood_core.records import FeatureSet, FitContext
+from ood_core.registry import SCORERS, OODLensError
+from ood_core.scorers.base import Scorer
 from ood_core.statistics import TrainingData, register_statistic
 
 DIM = Param("dim", 256, "int", low=1, high=8191, step=1, label="principal dim",

@@ -18,8 +18,9 @@ from torch import Tensor
 import ood_core.statistics as statistics_module
 from ood_core.benchmark import available_methods, evaluate_method, load_benchmark
 from ood_core.cache import stats_store, store
+from ood_core.records import FeatureSet
 from ood_core.registry import SCORERS, UnknownNameError
-from ood_core.scorers.base import FeatureSet, Scorer
+from ood_core.scorers.base import Scorer
 from ood_core.statistics import (
     TrainingData,
     compute_statistics,

@@ -38,7 +38,9 @@ FEATURE_FIELDS = ("logits", "penultimate", "prepool_max", "odin_logits")
 class Benchmark:
     """Cached features of one (model, ID dataset, OOD datasets) on one device.
 
-    id_val / id_test: ID validation / test :class:`FeatureSet`; ood: name → OOD test set.
+    id_val / id_test: ID validation / test :class:`FeatureSet`; ood: name → OOD test set;
+    val_ood: name → validation-only OOD set (hyperparameter selection reads these, reports
+    never show them; none is a test set).
     head_weight (K, D), head_bias (K,) float32; stats: the training statistics by name.
     model: the registered model name; model_key: its cache key (``name@fingerprint`` for a
     ``checkpoint``); model_fingerprint: the hash of the weights every entry was built from.
@@ -65,6 +67,7 @@ class Benchmark:
     limit: int | None = None
     rows: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    val_ood: dict[str, FeatureSet] = field(default_factory=dict)
     _scorers: dict[str, Scorer] = field(default_factory=dict, repr=False)
 
     @property
@@ -105,7 +108,7 @@ class Benchmark:
 
 def _missing_inputs(bench: Benchmark, scorer: Scorer) -> list[str]:
     """Fields in ``scorer.needs`` absent from any scored set, plus missing statistics."""
-    sets = [bench.id_test, *bench.ood.values()]
+    sets = [bench.id_test, *bench.ood.values(), *bench.val_ood.values()]
     missing = [need for need in sorted(scorer.needs)
                if need in FEATURE_FIELDS and any(getattr(s, need) is None for s in sets)]
     missing += [f"training statistic {s!r}" for s in sorted(scorer.stats) if s not in bench.stats]
@@ -136,6 +139,7 @@ def load_benchmark(
     checkpoint: str | None = None,
     repair: bool = False,
     log: Callable[[str], None] | None = None,
+    val_ood_datasets: Iterable[str] = (),
 ) -> Benchmark:
     """Load (building first, when ``build_missing``) the cache of a benchmark onto ``device``.
 
@@ -154,6 +158,9 @@ def load_benchmark(
     (:func:`~ood_core.statistics.required_statistics`), each at its registered version: with
     ``build_missing`` only the missing or stale ones are computed, from the cached training
     features; without it they are named in the error.
+
+    ``val_ood_datasets``: OOD sets loaded into ``val_ood`` for hyperparameter selection only
+    (e.g. ``val-outliers:<id>``); a name that is also in ``ood_datasets`` is refused.
     """
     from ood_core.cache.provenance import load_model, precompute_command
     from ood_core.cache.reader import CheckedReader
@@ -163,24 +170,29 @@ def load_benchmark(
     root = Path(cache_root) if cache_root is not None else paths.cache_root()
     id_dataset = canonical_dataset_name(id_dataset)
     ood_list = [name for name in dict.fromkeys(canonical_dataset_name(n) for n in ood_datasets) if name != id_dataset]
+    val_list = list(dict.fromkeys(canonical_dataset_name(n) for n in val_ood_datasets))
+    clash = [name for name in val_list if name in ood_list or name == id_dataset]
+    if clash:
+        raise OODLensError(f"{', '.join(clash)} cannot be both a validation OOD set and a test set")
     statistics = [get_statistic(name) for name in required_statistics()]  # what the registered methods read
     net, ref = load_model(model, checkpoint, root)
     if build_missing:
         from ood_core.cache.ensure import ensure_entries
 
-        ensure_entries(ref.name, id_dataset, ood_list, root, device=build_device, batch_size=batch_size,
+        ensure_entries(ref.name, id_dataset, ood_list + val_list, root, device=build_device, batch_size=batch_size,
                        limit=limit, with_odin=with_odin, progress=progress, on_progress=on_progress,
                        reuse_cached_limit=True, model=(net, ref), verify=repair, log=log, statistics=statistics)
     reader = CheckedReader(root, ref, device)
     id_test = reader.features(id_dataset, "test")
     id_val = reader.features(id_dataset, "val")
     ood = {name: reader.features(name, "test") for name in ood_list}
+    val_ood = {name: reader.features(name, "test") for name in val_list}
     stats = reader.train_stats(id_dataset, {stat.name: stat.version for stat in statistics})
     if reader.problems:
         test_manifest = reader.manifests.get(f"{id_dataset}/test", {})
         cached_limit = limit if limit is not None else test_manifest.get("limit")
         has_odin = with_odin and (not test_manifest or bool(test_manifest.get("odin_eps")))
-        command = precompute_command(ref, id_dataset, ood_list, limit=cached_limit, with_odin=has_odin,
+        command = precompute_command(ref, id_dataset, ood_list + val_list, limit=cached_limit, with_odin=has_odin,
                                      cache_root=cache_root)
         listed = "; ".join(f"{label} {why}" for label, why in reader.problems)
         noun = "entry" if len(reader.problems) == 1 else "entries"
@@ -189,8 +201,9 @@ def load_benchmark(
     manifests = reader.manifests
     test_manifest = manifests[f"{id_dataset}/test"]
     class_names = tuple(test_manifest.get("class_names") or (str(i) for i in range(head_weight.shape[0])))
-    scored = {key: m for key, m in manifests.items() if key.endswith("/test")}
-    return Benchmark(model=ref.name, id_dataset=id_dataset, id_val=id_val, id_test=id_test, ood=ood,
+    validation_keys = {f"{name}/test" for name in val_list}
+    scored = {key: m for key, m in manifests.items() if key.endswith("/test") and key not in validation_keys}
+    return Benchmark(model=ref.name, id_dataset=id_dataset, id_val=id_val, id_test=id_test, ood=ood, val_ood=val_ood,
                      head_weight=head_weight, head_bias=head_bias, stats=stats_tensors, class_names=class_names,
                      model_fingerprint=ref.fingerprint,
                      fingerprints={k: store.manifest_digest(m) for k, m in manifests.items()}, cache_root=root,

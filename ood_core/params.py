@@ -8,11 +8,30 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Union
 
 from ood_core.registry import OODLensError
 
 ParamKind = Literal["float", "int", "bool", "choice"]
+
+
+@dataclass(frozen=True)
+class Relative:
+    """A search grid given as multiples of the param's (model-specific) default, for values on
+    a multiplicative scale whose size depends on the model (δ and clip values are activations:
+    1.0 on the CIFAR DenseNet, several times that on other networks)."""
+
+    factors: tuple[float, ...]
+
+
+SearchGrid = Union[tuple[Any, ...], Relative]
+
+# Grids shared by several methods. Percentiles close to 100 are spaced on 100 − p (log-like:
+# 20, 10, 5, 2.5, 1, 0.5 % kept or clipped); activations (δ, c) as multiples of the default.
+PRUNE_PERCENTILES = (50.0, 70.0, 80.0, 90.0, 95.0, 97.5, 99.0)
+CLIP_PERCENTILES = (80.0, 90.0, 95.0, 97.5, 99.0, 99.5)
+ACTIVATION_FACTORS = Relative((0.25, 0.5, 1.0, 2.0, 4.0))
+TEMPERATURES = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class HyperparameterError(OODLensError, ValueError):
@@ -43,6 +62,13 @@ class Param:
 
     ``low``/``high``/``step`` bound numeric params (inclusive). ``choices`` lists the
     values of a ``"choice"`` param. ``log`` asks the UI for a log-scale widget.
+
+    ``search``: the grid a tuner searches (:mod:`ood_core.tuning`): explicit values, or
+    :class:`Relative` multiples of the default; None: not tuned. The default is always added
+    to the grid, so a tuned setting is never worse on validation than the default.
+    ``active_when``: ``(other param, value)`` when this param has an effect only while the other
+    has that value (ReAct's ``clip_value`` only when ``clip_by == "value"``); tuners skip an
+    inactive param.
     """
 
     name: str
@@ -56,6 +82,15 @@ class Param:
     unit: str = ""
     log: bool = False
     label: str = ""  # display label, e.g. "δ (clip)"; falls back to name
+    search: SearchGrid | None = None
+    active_when: tuple[str, Any] | None = None
+
+    def is_active(self, values: Mapping[str, Any]) -> bool:
+        """Whether this param has an effect under ``values`` (the method's full setting)."""
+        if self.active_when is None:
+            return True
+        other, wanted = self.active_when
+        return values.get(other) == wanted
 
     def validate(self, value: Any) -> Any:
         """``value`` (a Python value or the string a CLI / URL gives) as this param's kind.

@@ -3,7 +3,14 @@
 Builds missing cache entries first (progress on stderr), then prints the report on
 stdout as a table (percent, two decimals), Markdown, JSON or CSV. JSON / CSV are a stable
 interface: records ``{method, ood, fpr95, auroc, aupr_in, aupr_out}`` with rates as
-fractions in [0, 1]; ``ood == "average"`` holds the unweighted mean over OOD sets.
+fractions in [0, 1]; ``ood == "average"`` holds the unweighted mean over OOD sets
+(:mod:`ood_core.report_formats`).
+
+``--tuned`` reports every method at hyperparameters chosen on validation data
+(:mod:`ood_core.tuning`; by default the ID validation split against ``val-outliers:<id>``,
+synthetic outliers made from the ID validation images: no test set is read); ``--oracle``
+adds the test-tuned oracle beside it, labelled; ``--ci`` adds 95 % bootstrap intervals and a
+paired bootstrap against each column's best method (:mod:`ood_core.bootstrap`).
 
 Every format says what the figures come from: the model's fingerprint (and checkpoint), the
 rows scored per set, the ``--limit`` of a subset, and the files skipped as unreadable; JSON
@@ -14,19 +21,25 @@ chance) is marked, never ranked: ``degenerate`` in JSON / CSV, ``‡`` in the ta
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
 from typing import Any, Sequence
 
 from ood_core import cli_args
 from ood_core.registry import OODLensError, did_you_mean
+from ood_core.report_formats import (  # noqa: F401  (re-exported: the report's stable names)
+    AVERAGE,
+    DEGENERATE_MARK,
+    METRIC_KEYS,
+    METRIC_TITLES,
+    Report,
+    records,
+    to_csv,
+    to_json,
+    to_markdown,
+    to_table,
+)
 
-METRIC_KEYS = ("fpr95", "auroc", "aupr_in", "aupr_out")
-METRIC_TITLES = ("FPR95", "AUROC", "AUPR-In", "AUPR-Out")
-AVERAGE = "average"
-DEGENERATE_MARK = "‡"
+LEAVE_ONE_OUT = "leave-one-out"
 
 EPILOG = """\
 examples:
@@ -34,6 +47,8 @@ examples:
   python -m ood_core.report --model demo-cnn --id demo-mnist --ood demo-letters demo-noise --format json
   python -m ood_core.report --model resnet20-cifar10 --id cifar10 --ood isun --limit 500 \\
       --methods energy react line --hparam react.clip_percentile=95 --format csv
+  python -m ood_core.report --model demo-cnn --id demo-mnist --ood demo-letters demo-noise --tuned --ci
+  python -m ood_core.report ... --tuned --val-ood leave-one-out --accuracy-budget 1 --oracle
 
 FPR95 treats ID as positive (the papers' convention); lower is better, higher is better
 for the other three. Missing cache entries are built first (see python -m precompute).
@@ -65,6 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-odin", action="store_true", help="do not build ODIN logits (ODIN is then skipped)")
     parser.add_argument("--no-build", action="store_true", help="fail instead of building missing entries")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    tuning = parser.add_argument_group("each method at a validated setting")
+    tuning.add_argument("--tuned", action="store_true",
+                        help="choose every method's hyperparameters on validation data (its declared grid; no test "
+                             "set is read) and report the test figures at the chosen setting")
+    tuning.add_argument("--val-ood", nargs="+", default=None, metavar="DATASET",
+                        help="validation OOD set(s) for --tuned, never among --ood; default: val-outliers:<ID> "
+                             "(synthetic outliers made from the ID validation images); 'leave-one-out': tune for "
+                             "each test set on the other test sets")
+    tuning.add_argument("--accuracy-budget", type=float, default=None, metavar="PTS",
+                        help="a modified head may lose at most PTS points of ID validation accuracy")
+    tuning.add_argument("--objective", choices=("fpr95", "auroc"), default="fpr95",
+                        help="what the selection optimises (fpr95: lowest, ties broken by AUROC)")
+    tuning.add_argument("--oracle", action="store_true",
+                        help="also show the test-tuned oracle (tuned on the test sets themselves: optimistic, labelled)")
+    uncertainty = parser.add_argument_group("uncertainty")
+    uncertainty.add_argument("--ci", action="store_true",
+                             help="95 %% bootstrap intervals for FPR95 / AUROC and a paired bootstrap against each "
+                                  "column's best method")
+    uncertainty.add_argument("--bootstrap", type=cli_args.positive_int, default=1000, metavar="B",
+                             help="bootstrap resamples for --ci")
+    uncertainty.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     return parser
 
 
@@ -78,115 +114,6 @@ def parse_hparams(items: Sequence[str]) -> dict[str, dict[str, str]]:
             raise OODLensError(f"--hparam {item!r} is not of the form METHOD.NAME=VALUE")
         out.setdefault(method, {})[name] = value.strip()
     return out
-
-
-def records(results: Sequence[Any]) -> list[dict[str, Any]]:
-    """One record per (method, OOD set) plus ``ood="average"``; rates as fractions."""
-    rows = []
-    for result in results:
-        for ood, metrics in [*result.metrics.items(), (AVERAGE, result.average)]:
-            rows.append({"method": result.method, "ood": ood,
-                         **{key: float(getattr(metrics, key)) for key in METRIC_KEYS}})
-    return rows
-
-
-def provenance(bench: Any) -> dict[str, Any]:
-    """What the figures come from, as the JSON report's top-level fields."""
-    return {"model_key": bench.model_key, "model_fingerprint": bench.model_fingerprint,
-            "checkpoint": bench.checkpoint, "limit": bench.limit, "rows": dict(bench.rows),
-            "skipped": {key: list(items) for key, items in bench.skipped.items()}}
-
-
-def to_json(bench: Any, id_accuracy: float, results: Sequence[Any]) -> str:
-    payload = {"model": bench.model, "id": bench.id_dataset, "id_accuracy": float(id_accuracy),
-               "results": records(results), "hparams": {r.method: r.hparams for r in results},
-               "degenerate": {r.method: list(r.degenerate) for r in results}, **provenance(bench)}
-    return json.dumps(payload, indent=2, default=str, allow_nan=False)
-
-
-def to_csv(bench: Any, results: Sequence[Any]) -> str:
-    """The records, with their provenance as extra columns: degenerate (why, or empty), rows of
-    ID test and of the OOD set (summed for the average), the limit, the files skipped as
-    unreadable in the set (``set: file; ...``) and the model fingerprint."""
-    buffer = io.StringIO()
-    extra = ["degenerate", "id_rows", "ood_rows", "limit", "skipped", "model_fingerprint"]
-    writer = csv.DictWriter(buffer, fieldnames=["method", "ood", *METRIC_KEYS, *extra], lineterminator="\n")
-    writer.writeheader()
-    id_rows = bench.rows.get(f"{bench.id_dataset}/test")
-    degenerate = {r.method: "; ".join(r.degenerate) for r in results}
-    for record in records(results):
-        ood = record["ood"]
-        ood_rows = sum(bench.rows.get(f"{o}/test", 0) for o in bench.ood) if ood == AVERAGE \
-            else bench.rows.get(f"{ood}/test")
-        sets = bench.ood if ood == AVERAGE else [ood]
-        skipped = [f"{o}: {item}" for o in sets for item in bench.skipped.get(f"{o}/test", [])]
-        writer.writerow({**record, "degenerate": degenerate[record["method"]], "id_rows": id_rows,
-                         "ood_rows": ood_rows, "limit": "" if bench.limit is None else bench.limit,
-                         "skipped": "; ".join(skipped), "model_fingerprint": bench.model_fingerprint})
-    return buffer.getvalue()
-
-
-def describe_sources(bench: Any) -> list[str]:
-    """Lines saying what the figures come from: weights, rows per set, the subset, skipped files."""
-    weights = f"{bench.model} weights {bench.model_fingerprint}" + (
-        f" (checkpoint {bench.checkpoint})" if bench.checkpoint else "")
-    rows = ", ".join(f"{key.removesuffix('/test')} {n:,}" for key, n in bench.rows.items())
-    lines = [f"Computed from {weights}; test rows per set: {rows} "
-             f"({bench.rows.get(f'{bench.id_dataset}/test', 0):,} ID test)."]
-    if bench.limit is not None:
-        lines.append(f"Subset: every split capped at a stratified --limit {bench.limit} images, "
-                     "not the full benchmark.")
-    for key, items in bench.skipped.items():
-        lines.append(f"Skipped as unreadable in {key}: {', '.join(items)}.")
-    return lines
-
-
-def _degenerate_footnote(results: Sequence[Any]) -> list[str]:
-    return [f"{DEGENERATE_MARK} {r.method}: degenerate setting, not comparable ({'; '.join(r.degenerate)})."
-            for r in results if r.degenerate]
-
-
-def _label(result: Any) -> str:
-    return result.method + (f" {DEGENERATE_MARK}" if result.degenerate else "")
-
-
-def to_markdown(bench: Any, id_accuracy: float, results: Sequence[Any]) -> str:
-    """A Markdown table: one row per method, FPR95 / AUROC (%) per OOD set and on average."""
-    oods = [*results[0].metrics, "average"]
-    lines = [f"{bench.model} on {bench.id_dataset}: ID accuracy {100 * id_accuracy:.2f} %. Cells: FPR95 / AUROC "
-             "in % (FPR95 lower is better, AUROC higher).", "",
-             "| method | " + " | ".join(oods) + " |", "|---" * (len(oods) + 1) + "|"]
-    for result in results:
-        cells = [result.metrics[o] if o != "average" else result.average for o in oods]
-        lines.append(f"| {_label(result)} | " + " | ".join(f"{100 * m.fpr95:.1f} / {100 * m.auroc:.1f}"
-                                                              for m in cells) + " |")
-    return "\n".join([*lines, "", *describe_sources(bench), *_degenerate_footnote(results)]) + "\n"
-
-
-def to_table(bench: Any, id_accuracy: float, results: Sequence[Any]) -> str:
-    """Fixed-width table: one row per method, a column group per OOD set + average (percent)."""
-    if not results:
-        return "no results\n"
-    groups = [*results[0].metrics.keys(), AVERAGE]
-    method_width = max(6, *(len(_label(r)) for r in results))
-    cell = 8
-    group_width = len(METRIC_TITLES) * (cell + 1) - 1
-    lines = [f"{bench.model} on {bench.id_dataset}: ID accuracy {100 * id_accuracy:.2f} %  "
-             f"(FPR95 lower is better; AUROC, AUPR-In, AUPR-Out higher is better; all in %)", ""]
-    lines.append(" " * method_width + " | " + " | ".join(g[:group_width].center(group_width) for g in groups))
-    lines.append("method".ljust(method_width) + " | "
-                 + " | ".join(" ".join(t.rjust(cell) for t in METRIC_TITLES) for _ in groups))
-    lines.append("-" * len(lines[-1]))
-    for result in results:
-        cells = []
-        for group in groups:
-            metrics = result.average if group == AVERAGE else result.metrics[group]
-            cells.append(" ".join(f"{100 * getattr(metrics, key):{cell}.2f}" for key in METRIC_KEYS))
-        suffix = ""
-        if abs(result.id_accuracy - result.base_id_accuracy) > 1e-12:
-            suffix = f"   (modified head ID acc. {100 * result.id_accuracy:.2f} %)"
-        lines.append(_label(result).ljust(method_width) + " | " + " | ".join(cells) + suffix)
-    return "\n".join([*lines, "", *describe_sources(bench), *_degenerate_footnote(results)]) + "\n"
 
 
 def _check_methods(methods: Sequence[str] | None, hparams: dict[str, dict[str, str]]) -> None:
@@ -211,36 +138,105 @@ def _check_methods(methods: Sequence[str] | None, hparams: dict[str, dict[str, s
                 raise OODLensError(f"--hparam {method}.{key}={value}: {exc}") from None
 
 
+def _protocol(args: argparse.Namespace, kind: str | None = None) -> Any:
+    """The tuning protocol the flags ask for (``kind="oracle"``: the oracle's)."""
+    from ood_core.datasets.outliers import val_outliers_name
+    from ood_core.tuning import Protocol
+
+    budget = None if args.accuracy_budget is None else args.accuracy_budget / 100.0
+    if kind == "oracle":
+        return Protocol("oracle", (), args.objective, budget)
+    if args.val_ood == [LEAVE_ONE_OUT]:
+        return Protocol("leave-one-out", (), args.objective, budget)
+    if args.val_ood and LEAVE_ONE_OUT in args.val_ood:
+        raise OODLensError(f"--val-ood {LEAVE_ONE_OUT} cannot be combined with named sets")
+    val_ood = tuple(args.val_ood or [val_outliers_name(args.id_dataset)])
+    clash = [name for name in val_ood if name in args.ood]
+    if clash:
+        raise OODLensError(f"--val-ood {', '.join(clash)} is also a test set (--ood); tuning never reads a test set")
+    return Protocol("validation", val_ood, args.objective, budget)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Option combinations that cannot work fail before anything is built."""
+    tuning_only = [flag for flag, given in (("--val-ood", args.val_ood is not None),
+                                            ("--accuracy-budget", args.accuracy_budget is not None)) if given]
+    if tuning_only and not args.tuned:
+        raise OODLensError(f"{' and '.join(tuning_only)} only apply with --tuned")
+    if args.accuracy_budget is not None and not 0 <= args.accuracy_budget <= 100:
+        raise OODLensError(f"--accuracy-budget {args.accuracy_budget:g} is not a number of points in [0, 100]")
+    if args.tuned:
+        protocol = _protocol(args)
+        if protocol.kind == "leave-one-out" and len(set(args.ood)) < 2:
+            raise OODLensError("--val-ood leave-one-out needs at least two --ood sets")
+        if protocol.kind == "leave-one-out" and args.ci:
+            raise OODLensError("--ci needs one setting per method; leave-one-out picks one per OOD set "
+                               "(use the default validation set or --val-ood DATASET)")
+
+
+def _progress(args: argparse.Namespace):
+    """(on_progress callback, close) drawing one tqdm bar on stderr, or no-ops with --quiet."""
+    if args.quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="setting", file=sys.stderr, leave=False)
+
+    def update(description: str, done: int, total: int) -> None:
+        bar.total = total
+        bar.set_description(description, refresh=False)
+        bar.update(done - bar.n)
+    return update, bar.close
+
+
 def run(args: argparse.Namespace) -> str:
-    """Build / load the benchmark, evaluate the methods, return the formatted report."""
+    """Build / load the benchmark, evaluate (or tune) the methods, return the formatted report."""
     from ood_core.benchmark import available_methods, evaluate_method, load_benchmark
+    from ood_core.tuning import tune_benchmark
 
     hparams = parse_hparams(args.hparam)
     _check_methods(args.methods, hparams)  # before any (slow) building
+    _check_options(args)
+    protocol = _protocol(args) if args.tuned else None
+    val_ood = protocol.val_ood if protocol is not None else ()
     bench = load_benchmark(args.model, args.id_dataset, args.ood, cache_root=args.cache_dir, device=args.device,
                            build_missing=not args.no_build, limit=args.limit, progress=not args.quiet,
-                           with_odin=not args.no_odin, checkpoint=args.checkpoint)
+                           with_odin=not args.no_odin, checkpoint=args.checkpoint, val_ood_datasets=val_ood)
     available = available_methods(bench)
     methods = list(dict.fromkeys(args.methods)) if args.methods else available
     stray = [m for m in hparams if m not in methods]
     if stray:
         raise OODLensError(f"--hparam names method(s) {', '.join(stray)} that are not reported")
-    results = []
-    for method in methods:
-        if method not in available:
-            print(f"skipping {method}: the cache lacks what it needs", file=sys.stderr)
-            continue
-        results.append(evaluate_method(bench, method, hparams.get(method)))
-    if not results:
+    for method in [m for m in methods if m not in available]:
+        print(f"skipping {method}: the cache lacks what it needs", file=sys.stderr)
+    methods = [m for m in methods if m in available]
+    if not methods:
         raise OODLensError("no method could be evaluated on this cache")
-    id_accuracy = results[0].base_id_accuracy
+    report = Report(bench=bench, results=[])
+    on_progress, close = _progress(args)
+    try:
+        if protocol is not None:
+            report.tuned = tune_benchmark(bench, methods, protocol, hparams, on_progress=on_progress)
+            report.results = [report.tuned[m].result for m in methods]
+        else:
+            report.results = [evaluate_method(bench, m, hparams.get(m)) for m in methods]
+        if args.oracle:
+            report.oracle = tune_benchmark(bench, methods, _protocol(args, "oracle"), hparams, on_progress=on_progress)
+    finally:
+        close()
+    if args.ci:
+        from ood_core.bootstrap import bootstrap_table
+
+        report.intervals = bootstrap_table({r.method: (r.id_scores, r.ood_scores) for r in report.results},
+                                           n_boot=args.bootstrap, seed=args.seed,
+                                           exclude_from_best=[r.method for r in report.results if r.degenerate])
     if args.format == "json":
-        return to_json(bench, id_accuracy, results) + "\n"
+        return to_json(report) + "\n"
     if args.format == "csv":
-        return to_csv(bench, results)
+        return to_csv(report)
     if args.format == "markdown":
-        return to_markdown(bench, id_accuracy, results)
-    return to_table(bench, id_accuracy, results)
+        return to_markdown(report)
+    return to_table(report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,8 +101,11 @@ def dataset_info(name: str) -> DatasetInfo:
 def canonical_dataset_name(name: str) -> str:
     """The name under which ``name`` is cached: ``folder:<path>`` with the folder's absolute,
     resolved path (so one relative name from two working directories never shares an entry);
-    every other name as it is. Unknown names raise :class:`UnknownNameError`."""
-    _info_spec(name)
+    every other name as it is. Unknown names raise :class:`UnknownNameError`; a derived name
+    such as ``val-outliers:<id>`` is checked whole (its ``<id>``), before any work starts."""
+    spec, rest = _info_spec(name)
+    if rest is not None and callable(spec) and not name.startswith("folder:"):
+        spec(rest)
     if name.startswith("folder:"):
         from ood_core.datasets.folders import canonical_folder
 
@@ -146,3 +149,4 @@ from ood_core.datasets.splits import stratified_split, stratified_subset  # noqa
 # Importing the package registers every source, in list_datasets' order.
 from ood_core.datasets import benchmark_pack, folders, torchvision_sets  # noqa: E402,F401
 from ood_core.datasets import demo  # noqa: E402,F401
+from ood_core.datasets import noise, outliers  # noqa: E402,F401

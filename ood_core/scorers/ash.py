@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ood_core.fast import sparse_rows
 from ood_core.memo import Memo
-from ood_core.params import Param
+from ood_core.params import PRUNE_PERCENTILES, Param
 from ood_core.records import FeatureSet
 from ood_core.registry import SCORERS
 from ood_core.scorers.base import ShapedHeadScorer
@@ -71,6 +71,12 @@ def shaped_logits(sums: sparse_rows.TopKSums, k: int, variant: str, bias: Tensor
     return torch.addcmul(bias, exponent.clamp(max=MAX_SCALE_EXPONENT).exp(), sums.head)
 
 
+VARIANT_SUMMARIES = {
+    "p": "Energy after zeroing each image's smallest activations (prune only).",
+    "b": "Energy after keeping each image's largest activations, binarised to one value of the same total.",
+    "s": "Energy after keeping each image's largest activations, scaled up by the share that was pruned.",
+}
+
 class AshScorer(ShapedHeadScorer):
     """S(x) = LSE(W·ASH(h) + b) for one of the ASH-P / ASH-B / ASH-S variants."""
 
@@ -80,7 +86,8 @@ class AshScorer(ShapedHeadScorer):
     needs = frozenset({"penultimate"})
     params = (
         Param("percentile", 90.0, "float", low=0.0, high=99.9, step=0.1, unit="%", label="p (pruned %)",
-              help="Percent of each sample's pooled activations set to zero (the smallest ones)."),
+              help="Percent of each sample's pooled activations set to zero (the smallest ones).",
+              search=PRUNE_PERCENTILES),
     )
     fast_path = ("rows sorted once per feature tensor (on its second score), then each percentile's top k "
                  "as a CSR product with Wᵀ (ood_core.fast.sparse_rows); logits memoised per setting")
@@ -89,7 +96,7 @@ class AshScorer(ShapedHeadScorer):
                  **default_overrides: Any) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"ASH variant must be one of {list(VARIANTS)}, got {variant!r}")
-        super().__init__(name=name, title=title, **default_overrides)
+        super().__init__(name=name, title=title, summary=VARIANT_SUMMARIES[variant], **default_overrides)
         self.variant = variant
         self._sorted = Memo()  # features → SortedRows (hyperparameter-free)
         # (setting, features) → logits: the last settings cost nothing again (NAP-A's ε slider)

@@ -8,7 +8,11 @@ A scorer declares
     once, with a version, in :mod:`ood_core.statistics`),
   * ``params``: its hyperparameters as :class:`~ood_core.params.Param` declarations (the app
     builds its widgets from these; :meth:`Scorer.declared_params` gives them for a fitted
-    model, e.g. ViM's ``dim`` bounded by the feature width),
+    model, e.g. ViM's ``dim`` bounded by the feature width), each with the grid a tuner
+    searches (``Param.search``),
+  * ``joint``: groups of params a tuner searches jointly, where the paper tunes them together
+    (every other searched param is tuned on its own, in declaration order),
+  * ``summary``: one line saying what the score measures, for the dashboard,
 and implements
   * ``fit(ctx)``: hyperparameter-free preparation from the head and training statistics,
   * ``reference(feats, **hparams)``: the paper's formula in plain tensor code, a batched
@@ -53,9 +57,14 @@ class Scorer:
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     stats: ClassVar[frozenset[str]] = frozenset()
     params: ClassVar[tuple[Param, ...]] = ()
+    joint: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    summary: ClassVar[str] = ""
     fast_path: ClassVar[str] = ""  # what ``score`` does beyond ``reference``; "" = it is the reference
 
-    def __init__(self, name: str | None = None, title: str | None = None, **default_overrides: Any) -> None:
+    def __init__(self, name: str | None = None, title: str | None = None, summary: str | None = None,
+                 **default_overrides: Any) -> None:
+        if summary is not None:
+            self.summary = summary
         if name is not None:  # a registered variant reports its own name ("ash-s", "nap-r")
             self.name = name
             self.title = title or name.upper()

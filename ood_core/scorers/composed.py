@@ -86,12 +86,13 @@ class ComposedHeadScorer(ShapedHeadScorer):
     fast_path = "stage masks folded into one masked weight, memoised per mask setting: one GEMM per call"
 
     def __init__(self, name: str, title: str, paper: str, head_stages: tuple[HeadStage, ...],
-                 **default_overrides: Any) -> None:
+                 joint: tuple[tuple[str, ...], ...] = (), summary: str = "", **default_overrides: Any) -> None:
         self.head_stages = tuple(head_stages)
+        self.joint = tuple(joint)
         self.paper = paper
         self.params = tuple(p for stage in self.head_stages for p in stage.params)
         self.stats = frozenset().union(*(stage.stats for stage in self.head_stages))
-        super().__init__(name=name, title=title, **default_overrides)
+        super().__init__(name=name, title=title, summary=summary, **default_overrides)
         self._masked_weights = Memo(max_bytes=256 << 20)  # mask setting → W ⊙ M ⊙ m (K, D)
 
     # -- the plain formula -------------------------------------------------------------

@@ -17,14 +17,15 @@ import torch
 from torch import Tensor
 
 from ood_core import stages
-from ood_core.params import Param
+from ood_core.params import PRUNE_PERCENTILES, Param
 from ood_core.records import FitContext
 from ood_core.registry import SCORERS
 from ood_core.scorers.composed import ComposedHeadScorer, HeadStage
 
 PAPER = "Sun & Li. DICE: Leveraging Sparsification for Out-of-Distribution Detection. ECCV 2022."
 SPARSITY = Param("sparsity", 90.0, low=0.0, high=99.9, step=0.1, unit="%", label="sparsity p",
-                 help="Percent of head weights dropped, those with the smallest m̄ⱼ·W_kj (90 on CIFAR, 70 on ImageNet).")
+                 help="Percent of head weights dropped, those with the smallest m̄ⱼ·W_kj (90 on CIFAR, 70 on ImageNet).",
+                 search=PRUNE_PERCENTILES)
 
 
 def dice_mask(feature_mean: Tensor, weight: Tensor, sparsity: float) -> Tensor:
@@ -52,5 +53,6 @@ class DiceMask(HeadStage):
         return dice_mask(ctx.stats["feature_mean"].float(), ctx.head_weight.float(), float(values["sparsity"]))
 
 
-build_dice = functools.partial(ComposedHeadScorer, name="dice", title="DICE", paper=PAPER, head_stages=(DiceMask(90.0),))
+build_dice = functools.partial(ComposedHeadScorer, name="dice", title="DICE", paper=PAPER, head_stages=(DiceMask(90.0),),
+                               summary="Energy through a head that keeps only the weights contributing most on training data.")
 SCORERS.register("dice")(build_dice)

@@ -17,4 +17,7 @@ PAPER = "Sun & Li. DICE, ECCV 2022 (with ReAct's clipping, Sun, Guo, Li, NeurIPS
 
 SCORERS.register("dice+react")(functools.partial(
     ComposedHeadScorer, name="dice+react", title="DICE + ReAct", paper=PAPER,
-    head_stages=(ClipStage("value", 90.0, 1.0), DiceMask(90.0))))
+    head_stages=(ClipStage("value", 90.0, 1.0), DiceMask(90.0)),
+    # DICE's demo pairs its sparsity with the clip (p = 10 with c = 1.0, p = 15 with c = 1.5): tune them together.
+    joint=(("clip_percentile", "clip_value", "sparsity"),),
+    summary="DICE's sparse head on ReAct-clipped activations."))

@@ -6,14 +6,14 @@ from typing import Any
 from torch import Tensor
 
 from ood_core import stages
-from ood_core.params import Param
+from ood_core.params import TEMPERATURES, Param
 from ood_core.records import FeatureSet
 from ood_core.registry import SCORERS
 from ood_core.scorers.base import Scorer
 
 TEMPERATURE = Param(
     "temperature", 1.0, "float", low=0.01, high=1000.0, step=0.01, log=True, label="T",
-    help="Softmax temperature T in T·LSE(z/T); the papers use T = 1.",
+    help="Softmax temperature T in T·LSE(z/T); the papers use T = 1.", search=TEMPERATURES,
 )
 
 
@@ -23,6 +23,7 @@ class EnergyScorer(Scorer):
 
     name = "energy"
     title = "Energy"
+    summary = "Log-sum-exp of the logits (negative free energy): large total evidence is ID."
     paper = "Liu, Wang, Owens & Li, Energy-based Out-of-distribution Detection, NeurIPS 2020"
     needs = frozenset({"logits"})
     params = (TEMPERATURE,)

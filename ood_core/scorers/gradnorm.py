@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ood_core.params import Param
+from ood_core.params import TEMPERATURES, Param
 from ood_core.records import FeatureSet
 from ood_core.registry import SCORERS
 from ood_core.scorers.base import Scorer
@@ -30,11 +30,12 @@ class GradNormScorer(Scorer):
 
     name = "gradnorm"
     title = "GradNorm"
+    summary = "Size of the gradient of the KL to the uniform distribution: ID images pull harder."
     paper = "Huang, Geng & Li, On the Importance of Gradients for Detecting Distributional Shifts in the Wild, NeurIPS 2021"
     needs = frozenset({"logits", "penultimate"})
     params = (
         Param("temperature", 1.0, "float", low=0.01, high=1000.0, step=0.01, log=True, label="T",
-              help="Softmax temperature T of the KL-to-uniform loss; the paper uses T = 1."),
+              help="Softmax temperature T of the KL-to-uniform loss; the paper uses T = 1.", search=TEMPERATURES),
     )
 
     def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:

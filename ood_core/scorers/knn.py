@@ -42,12 +42,14 @@ class KNNScorer(Scorer):
 
     name = "knn"
     title = "KNN"
+    summary = "Cosine distance to the k-th nearest training feature: far from every training image is OOD."
     paper = "Sun, Ming, Zhu & Li, Out-of-Distribution Detection with Deep Nearest Neighbors, ICML 2022"
     needs = frozenset({"penultimate"})
     stats = frozenset({"knn_bank"})
     params = (
         Param("k", 50, "int", low=1, high=K_MAX, step=1, label="k",
-              help="Which nearest training neighbour's distance scores a sample (50 on CIFAR, 1000 on ImageNet)."),
+              help="Which nearest training neighbour's distance scores a sample (50 on CIFAR, 1000 on ImageNet).",
+              search=(1, 5, 10, 20, 50, 100, 200, 500, 1000)),
     )
 
     fast_path = "one GEMM + top-k_max per feature tensor, memoised (a k move is a lookup): −(2 − 2·cos_k)"

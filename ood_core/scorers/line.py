@@ -23,7 +23,7 @@ from torch import Tensor
 from ood_core import stages
 from ood_core.fast import class_groups
 from ood_core.memo import Memo
-from ood_core.params import Param
+from ood_core.params import ACTIVATION_FACTORS, Param
 from ood_core.records import FeatureSet, FitContext
 from ood_core.registry import SCORERS, OODLensError
 from ood_core.scorers.base import ShapedHeadScorer
@@ -65,17 +65,21 @@ class LineScorer(ShapedHeadScorer):
 
     name: ClassVar[str] = "line"
     title: ClassVar[str] = "LINe"
+    summary: ClassVar[str] = "Energy through the predicted class's own important neurons and weights, on clipped activations."
     paper: ClassVar[str] = ("Ahn, Park, Kim. LINe: Out-of-Distribution Detection by Leveraging Important "
                             "Neurons. CVPR 2023.")
     needs: ClassVar[frozenset[str]] = frozenset({"penultimate"})
     stats: ClassVar[frozenset[str]] = frozenset({"class_contribution", "val_activations_sorted"})
     params: ClassVar[tuple[Param, ...]] = (
         Param("delta", 1.0, low=0.01, high=20.0, step=0.01, unit="activation", label="δ (clip)",
-              help="Absolute activation clip δ (AC): h̄ = min(h, δ); 1.0 for CIFAR DenseNet, 0.8 for ImageNet ResNet-50."),
+              help="Absolute activation clip δ (AC): h̄ = min(h, δ); 1.0 for CIFAR DenseNet, 0.8 for ImageNet ResNet-50.",
+              search=ACTIVATION_FACTORS, active_when=("use_ac", True)),
         Param("p_a", 90.0, low=0.0, high=99.0, step=1.0, unit="%", label="p_a (neurons dropped)",
-              help="Percent of neurons dropped per predicted class, by their signed contribution C[ĉ, j] (AP)."),
+              help="Percent of neurons dropped per predicted class, by their signed contribution C[ĉ, j] (AP).",
+              search=(10.0, 50.0, 70.0, 90.0, 95.0), active_when=("use_ap", True)),
         Param("p_w", 90.0, low=0.0, high=99.0, step=1.0, unit="%", label="p_w (weights dropped)",
-              help="Percent of weights dropped per predicted class, by |C[ĉ, j]|·W[k, j] over all K·D (WP)."),
+              help="Percent of weights dropped per predicted class, by |C[ĉ, j]|·W[k, j] over all K·D (WP).",
+              search=(10.0, 50.0, 70.0, 90.0, 95.0), active_when=("use_wp", True)),
         Param("use_ac", True, kind="bool", label="activation clipping (AC)",
               help="Clip activations at δ; off means no clipping."),
         Param("use_ap", True, kind="bool", label="activation pruning (AP)",
@@ -83,6 +87,7 @@ class LineScorer(ShapedHeadScorer):
         Param("use_wp", True, kind="bool", label="weight pruning (WP)",
               help="Keep only the predicted class's important weights; off keeps every weight."),
     )
+    joint: ClassVar[tuple[tuple[str, ...], ...]] = (("p_a", "p_w"),)  # the paper sets both together
     fast_path: ClassVar[str] = (
         "masks memoised per p_a / p_w (δ moves rebuild nothing); rows grouped by ĉ memoised per tensor, one GEMM "
         "per class block, only rows whose ĉ moved regrouped (ood_core.fast.class_groups)")

@@ -58,6 +58,7 @@ class MahalanobisScorer(Scorer):
 
     name = "mahalanobis"
     title = "Mahalanobis"
+    summary = "Distance of the features to the nearest class mean, under the shared training covariance."
     paper = "Lee, Lee, Lee & Shin, A Simple Unified Framework for Detecting OOD Samples and Adversarial Attacks, NeurIPS 2018"
     needs = frozenset({"penultimate"})
     stats = frozenset({"class_means", "precision"})

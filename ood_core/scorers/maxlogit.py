@@ -16,6 +16,7 @@ class MaxLogitScorer(Scorer):
 
     name = "maxlogit"
     title = "MaxLogit"
+    summary = "Largest raw logit: MSP without the softmax normalisation."
     paper = "Hendrycks et al., Scaling Out-of-Distribution Detection for Real-World Settings, ICML 2022"
     needs = frozenset({"logits"})
 

@@ -22,6 +22,7 @@ class MSPScorer(Scorer):
 
     name = "msp"
     title = "MSP"
+    summary = "Maximum softmax probability: confident predictions are ID."
     paper = "Hendrycks & Gimpel, A Baseline for Detecting Misclassified and OOD Examples, ICLR 2017"
     needs = frozenset({"logits"})
 

@@ -39,9 +39,11 @@ from ood_core.scorers.react import build_react
 MIN_POSITIVE = 1e-12
 PAPER = "Wan, Zhang, Jin et al. Out-of-Distribution Detection using Neural Activation Prior. arXiv 2402.18162."
 EPSILON = Param("epsilon", 1.0, low=0.01, high=10.0, step=0.01, log=True, label="ε",
-                help="Stabiliser in max/(mean + ε); scale-dependent, 1.0 in the paper.")
+                help="Stabiliser in max/(mean + ε); scale-dependent, 1.0 in the paper.",
+                search=(0.1, 0.3, 1.0, 3.0, 10.0))
 WEIGHT = Param("weight", 0.5, low=0.0, high=1.0, step=0.05, label="w (weight of S*)",
-               help="Weight w of S* in w·log S* + (1 − w)·log S_NAP (the paper's CIFAR-10 values per variant).")
+               help="Weight w of S* in w·log S* + (1 − w)·log S_NAP (the paper's CIFAR-10 values per variant).",
+               search=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
 
 
 def nap_score(prepool_max: Tensor, channel_mean: Tensor, epsilon: float) -> Tensor:
@@ -82,7 +84,10 @@ class NapScorer(Scorer):
         self.params = (EPSILON,) if self.partner is None else (EPSILON, WEIGHT)
         self.stats = frozenset() if self.partner is None else frozenset(self.partner.stats)
         self.needs = frozenset({"penultimate", "prepool_max"}) | (self.partner.needs if self.partner else frozenset())
-        super().__init__(name=name, title=title, **default_overrides)
+        summary = ("How peaked each channel's activation map is (max over mean): ID maps are peaky."
+                   if self.partner is None else
+                   f"NAP's peakiness times {self.partner.title}'s score, as a weighted geometric mean.")
+        super().__init__(name=name, title=title, summary=summary, **default_overrides)
         self._partner_scores = Memo(max_entries=32)  # feature set → S*
 
     def fit(self, ctx) -> "NapScorer":

@@ -47,11 +47,13 @@ class ODINScorer(Scorer):
 
     name = "odin"
     title = "ODIN"
+    summary = "MSP at a high temperature on an input nudged to raise confidence (ID moves more)."
     paper = "Liang, Li & Srikant, Enhancing the Reliability of OOD Image Detection in Neural Networks, ICLR 2018"
     needs = frozenset({"logits", "odin_logits"})
     params = (
         Param("epsilon", ODIN_EPS_GRID[0], "choice", choices=(0.0,) + ODIN_EPS_GRID, label="ε",
-              help="Input perturbation size (normalised-input units); only the ε values precomputed are available, 0 = no perturbation."),
+              help="Input perturbation size (normalised-input units); only the ε values precomputed are available, 0 = no perturbation.",
+              search=(0.0,) + ODIN_EPS_GRID),
         Param("temperature", ODIN_TEMPERATURE, "choice", choices=(ODIN_TEMPERATURE,), label="T",
               help="Softmax temperature; fixed at precompute time because the perturbation's gradient depends on it."),
     )

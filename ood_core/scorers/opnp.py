@@ -51,11 +51,15 @@ class SensitivityPruning(HeadStage):
             "w": ("weights", (0.5, 10.0), "Prune the weights whose sensitivity is in the {} q %."),
             "n": ("neurons", (1.0, 0.0), "Zero the penultimate units whose sensitivity is in the {} q %."),
         }[target]
+        # The paper's ranges: up to ~2 % of the most sensitive weights, up to ~50 % of the least.
+        top_grid, bottom_grid = {"w": ((0.0, 0.5, 1.0, 2.0), (0.0, 10.0, 30.0, 50.0)),
+                                 "n": ((0.0, 1.0, 5.0, 10.0), (0.0, 10.0, 30.0))}[target]
         self.params = (
             Param(f"q_{target}_high", top, low=0.0, high=2.0 if target == "w" else 10.0, step=0.1, unit="%",
-                  label=f"{what}: top % pruned", help=f"{unit_help.format('top')} {_UNTUNED}"),
+                  label=f"{what}: top % pruned", help=f"{unit_help.format('top')} {_UNTUNED}", search=top_grid),
             Param(f"q_{target}_low", bottom, low=0.0, high=50.0, step=0.5, unit="%",
-                  label=f"{what}: bottom % pruned", help=f"{unit_help.format('bottom')} {_UNTUNED}"),
+                  label=f"{what}: bottom % pruned", help=f"{unit_help.format('bottom')} {_UNTUNED}",
+                  search=bottom_grid),
         )
         self.statistic = "opnp_weight_sensitivity" if target == "w" else "opnp_neuron_sensitivity"
         self.stats = frozenset({self.statistic})
@@ -72,15 +76,19 @@ class SensitivityPruning(HeadStage):
         return self.keep(ctx, values) if self.target == "n" else None
 
 
-def _register(name: str, title: str, *head_stages: HeadStage) -> None:
+def _register(name: str, title: str, summary: str, *head_stages: HeadStage) -> None:
+    # The paper tunes its pruning percentages jointly, by grid search on validation data.
+    pruned = tuple(p for stage in head_stages if isinstance(stage, SensitivityPruning) for p in stage.mask_params)
     SCORERS.register(name)(functools.partial(ComposedHeadScorer, name=name, title=title, paper=PAPER,
-                                             head_stages=head_stages))
+                                             head_stages=head_stages, joint=(pruned,), summary=summary))
 
 
-_register("opp", "OPP", SensitivityPruning("w"))
-_register("onp", "ONP", SensitivityPruning("n"))
-_register("opnp", "OPNP", SensitivityPruning("w"), SensitivityPruning("n"))
-_register("opnp+react", "OPNP + ReAct", ClipStage("percentile", 90.0, 1.0), SensitivityPruning("w"),
+_register("opp", "OPP", "Energy after pruning head weights by their sensitivity on training data.", SensitivityPruning("w"))
+_register("onp", "ONP", "Energy after zeroing penultimate units by their sensitivity on training data.",
+          SensitivityPruning("n"))
+_register("opnp", "OPNP", "Energy after pruning the most and least sensitive weights and units (OPP + ONP).",
+          SensitivityPruning("w"), SensitivityPruning("n"))
+_register("opnp+react", "OPNP + ReAct", "OPNP's pruned head on ReAct-clipped activations.", ClipStage("percentile", 90.0, 1.0), SensitivityPruning("w"),
           SensitivityPruning("n"))
 
 

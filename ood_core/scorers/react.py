@@ -27,5 +27,6 @@ def react_reference(h: Tensor, weight: Tensor, bias: Tensor, c: float) -> Tensor
 
 
 build_react = functools.partial(ComposedHeadScorer, name="react", title="ReAct", paper=PAPER,
-                                head_stages=(ClipStage("percentile", 90.0, 1.0),))
+                                head_stages=(ClipStage("percentile", 90.0, 1.0),),
+                                summary="Energy after clipping activations at c: OOD images spike a few units.")
 SCORERS.register("react")(build_react)

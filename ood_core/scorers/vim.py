@@ -19,14 +19,15 @@ from torch import Tensor
 
 from ood_core.fast.suffix import residual_sq_suffix
 from ood_core.memo import Memo
-from ood_core.params import Param
+from ood_core.params import Param, Relative
 from ood_core.records import FeatureSet, FitContext
 from ood_core.registry import SCORERS, OODLensError
 from ood_core.scorers.base import Scorer
 from ood_core.statistics import TrainingData, register_statistic
 
 DIM = Param("dim", 256, "int", low=1, high=8191, step=1, label="principal dim",
-            help="Dimension of the principal subspace; the residual outside it gives the virtual logit.")
+            help="Dimension of the principal subspace; the residual outside it gives the virtual logit.",
+            search=Relative((0.25, 0.5, 0.75, 1.0, 1.5)))
 
 
 def default_principal_dim(feature_dim: int) -> int:
@@ -50,6 +51,7 @@ class ViMScorer(Scorer):
 
     name = "vim"
     title = "ViM"
+    summary = "Energy minus a virtual logit from the features' residual outside the training principal subspace."
     paper = "Wang, Li, Feng & Zhang, ViM: Out-Of-Distribution with Virtual-logit Matching, CVPR 2022"
     needs = frozenset({"logits", "penultimate"})
     stats = frozenset({"vim_origin", "vim_eigenvectors", "vim_residual_norm_mean", "train_max_logit_mean"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ood_core.params import Param
+from ood_core.params import ACTIVATION_FACTORS, CLIP_PERCENTILES, Param
 from ood_core.registry import OODLensError
 
 
@@ -154,10 +154,12 @@ def clip_params(clip_by: str = "percentile", clip_percentile: float = 90.0,
               help="Give the clip threshold c as a percentile of ID-validation activations or as an absolute value."),
         Param("clip_percentile", float(clip_percentile), low=50.0, high=99.9, step=0.1, unit="%",
               label="c percentile",
-              help="c = this percentile of ID-validation penultimate activations (when clip_by = percentile)."),
+              help="c = this percentile of ID-validation penultimate activations (when clip_by = percentile).",
+              search=CLIP_PERCENTILES, active_when=("clip_by", "percentile")),
         Param("clip_value", float(clip_value), low=0.01, high=20.0, step=0.01, unit="activation",
               label="c (absolute)",
-              help="Absolute clip threshold c on penultimate activations (when clip_by = value)."),
+              help="Absolute clip threshold c on penultimate activations (when clip_by = value).",
+              search=ACTIVATION_FACTORS, active_when=("clip_by", "value")),
     )
 
 

@@ -89,3 +89,52 @@ def test_user_errors_are_one_line_exit_2(capsys, tmp_path: Path, fake_benchmark_
 def test_parse_hparams() -> None:
     assert report.parse_hparams(["line.delta=1.5", "line.p_a = 90", "dice+react.sparsity=70"]) == {
         "line": {"delta": "1.5", "p_a": "90"}, "dice+react": {"sparsity": "70"}}
+
+
+def test_tuned_json_adds_choice_protocol_and_validation_figures(capsys, tmp_path: Path, fake_benchmark_names) -> None:
+    _, plain, _ = _run(capsys, tmp_path, "--format", "json", "--methods", "energy", "react")
+    code, out, _ = _run(capsys, tmp_path, "--format", "json", "--methods", "energy", "react", "--tuned", "--oracle")
+    assert code == 0
+    payload, default_payload = json.loads(out), json.loads(plain)
+    assert payload["protocol"]["kind"] == "validation" and payload["protocol"]["oracle"] is False
+    assert payload["protocol"]["val_ood"] == [f"val-outliers:{FAKE_ID}"]
+    assert "no test set read" in payload["protocol"]["description"]
+    assert "oracle" in payload["oracle_label"] and "optimistic" in payload["oracle_label"]
+    for record, before in zip(payload["results"], default_payload["results"]):
+        assert {"method", "ood", *report.METRIC_KEYS} <= set(record)
+        assert {"hparams", "val_fpr95", "val_auroc", "default_val_fpr95", "default_val_auroc",
+                "oracle_fpr95", "oracle_auroc", "oracle_hparams"} <= set(record)
+        assert record["val_fpr95"] <= record["default_val_fpr95"] + 1e-12
+        if record["hparams"] == payload["tuning"][record["method"]][FAKE_OOD_A]["hparams"] and \
+                record["hparams"] == default_payload["hparams"][record["method"]]:
+            assert record["fpr95"] == before["fpr95"]  # tuning kept the defaults: same test figures
+
+
+def test_tuned_markdown_names_the_choice_and_the_protocol(capsys, tmp_path: Path, fake_benchmark_names) -> None:
+    code, out, _ = _run(capsys, tmp_path, "--format", "markdown", "--methods", "energy", "line", "--tuned", "--oracle")
+    assert code == 0
+    assert "(tuned on validation)" in out and "| chosen (vs defaults) | oracle avg (test-tuned) |" in out
+    assert f"Hyperparameters tuned on {FAKE_ID} val vs val-outliers:{FAKE_ID} (no test set read)" in out
+    assert "Oracle column:" in out and "optimistic" in out
+
+
+def test_ci_adds_interval_fields_beside_the_existing_ones(capsys, tmp_path: Path, fake_benchmark_names) -> None:
+    code, out, _ = _run(capsys, tmp_path, "--format", "csv", "--methods", "msp", "energy", "--ci", "--bootstrap", "200")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0])[:6] == ["method", "ood", *report.METRIC_KEYS]
+    for row in rows:
+        assert 0.0 <= float(row["fpr95_ci_low"]) <= float(row["fpr95_ci_high"]) <= 1.0
+        assert row["fpr95_best"] in ("True", "False") and row["auroc_tied_with_best"] in ("True", "False")
+    assert all(set(row["method"]).isdisjoint("·↓") for row in rows)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--val-ood", FAKE_OOD_A, "--tuned"], "is also a test set"),
+    (["--accuracy-budget", "1"], "only apply with --tuned"),
+    (["--tuned", "--val-ood", "leave-one-out", "--ci"], "--ci needs one setting per method"),
+    (["--tuned", "--val-ood", "val-outliers:nope"], "unknown dataset 'nope'"),
+])
+def test_tuning_option_errors_are_one_line(capsys, tmp_path: Path, fake_benchmark_names, extra, message) -> None:
+    code, _, err = _run(capsys, tmp_path, "--methods", "energy", *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -5,14 +5,29 @@
   result at one hyperparameter setting. Treated as read-only.
 * ``st.cache_data``: small pickled tables only, with ``max_entries``.
 Heavy arguments travel in ``_``-prefixed parameters, which Streamlit does not hash.
+
+Validation data: a benchmark is loaded with ``val-outliers:<id>`` (synthetic outliers made
+from the ID validation images, :mod:`ood_core.datasets.outliers`) in ``bench.val_ood`` when
+the cache holds it (the embedded demo builds it on its first launch); the "tuned on
+validation" view of Compare selects hyperparameters on it, never on a test set, and
+:func:`validation_problem` says how to build it when it is missing.
+
+Tuning (:func:`tuned_method`) runs once per (benchmark fingerprint, method, protocol) in the
+process and is kept in :func:`_tuning_store`, a ``st.cache_resource`` object, rather than
+behind ``st.cache_resource`` itself: the tuning draws a progress bar, which a cached function
+would record and replay on every later hit.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import streamlit as st
 
 from ood_core import benchmark as bench_api
+from ood_core.datasets.outliers import VAL_OUTLIERS_PREFIX, val_outliers_name
 from ood_core.registry import OODLensError
 
 DEMO_MODEL = "demo-cnn"
@@ -48,10 +63,25 @@ def id_datasets(configs: Mapping[str, Mapping[str, list[str]]], model: str) -> l
 
 
 def ood_datasets(configs: Mapping[str, Mapping[str, list[str]]], model: str, id_dataset: str) -> list[str]:
-    """Datasets of ``model`` with a ``test`` split other than the ID set."""
-    return [d for d, splits in configs.get(model, {}).items()
-            if d != id_dataset and "test" in splits and not {"val"} <= set(splits)] or \
-        [d for d, splits in configs.get(model, {}).items() if d != id_dataset and "test" in splits]
+    """Datasets of ``model`` with a ``test`` split other than the ID set (validation outliers
+    ``val-outliers:*`` excluded: they select hyperparameters, they are never a test set)."""
+    usable = {d: splits for d, splits in configs.get(model, {}).items()
+              if d != id_dataset and "test" in splits and not d.startswith(VAL_OUTLIERS_PREFIX)}
+    return [d for d, splits in usable.items() if not {"val"} <= set(splits)] or list(usable)
+
+
+def builds_on_demand(model: str) -> bool:
+    """Whether the app builds (and repairs) ``model``'s cache itself: only the embedded demo."""
+    return model == DEMO_MODEL
+
+
+def validation_sets(model: str, id_dataset: str) -> tuple[str, ...]:
+    """The validation OOD sets to load with a benchmark: ``(val-outliers:<id>,)`` for the demo on
+    its own ID set (built on demand) and for a cache that holds that entry; ``()`` otherwise."""
+    name = val_outliers_name(id_dataset)
+    if builds_on_demand(model) and id_dataset == DEMO_ID:
+        return (name,)
+    return (name,) if "test" in cached_configs().get(model, {}).get(name, []) else ()
 
 
 def _device() -> str:
@@ -61,30 +91,54 @@ def _device() -> str:
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
-def get_benchmark(model: str, id_dataset: str, oods: tuple[str, ...]) -> bench_api.Benchmark:
-    """The benchmark for (model key, ID, OOD sets), loaded once per process and shared by all
-    sessions; every entry is checked on loading (weights, images, checksums, finite values).
+def get_benchmark(model: str, id_dataset: str, oods: tuple[str, ...],
+                  val_oods: tuple[str, ...] = ()) -> bench_api.Benchmark:
+    """The benchmark for (model key, ID, OOD sets, validation OOD sets), loaded once per
+    process and shared by all sessions; every entry is checked on loading (weights, images,
+    checksums, finite values).
 
     Never builds (a cached function must not draw the progress bar: Streamlit would replay
     it); :func:`load_benchmark_with_progress` builds (or repairs) the demo cache first.
     """
     return bench_api.load_benchmark(model, id_dataset, list(oods), device=_device(), build_missing=False,
-                                    progress=False)
+                                    progress=False, val_ood_datasets=list(val_oods))
+
+
+VALIDATION_RETRY_S = 60.0  # a cache whose validation entry failed to load is tried again after this
+
+
+@st.cache_resource(show_spinner=False)
+def _validation_failures() -> dict[tuple[str, str, tuple[str, ...]], tuple[float, str]]:
+    """(model, ID, validation sets) → (time, one-line reason) of a validation entry that failed to
+    load (stale, unreadable), so that a rerun does not check every entry again at once."""
+    return {}
 
 
 def load_benchmark_with_progress(model: str, id_dataset: str, oods: tuple[str, ...]) -> bench_api.Benchmark:
-    """:func:`get_benchmark`; on the demo's first launch, build its cache under an ``st.progress`` bar.
+    """:func:`get_benchmark` with the validation sets of :func:`validation_sets`; on the demo's
+    first launch, build its cache (validation outliers included) under an ``st.progress`` bar.
 
     Only the embedded demo is built (or, when stale, rebuilt) from the app; other models read
     what ``precompute`` built (whatever its ``limit``), and a stale entry is shown as the
     one-line error naming the command that rebuilds it: the app never runs a model over a
-    dataset otherwise.
+    dataset otherwise. A stale or unreadable validation entry of another model does not stop
+    the benchmark from loading: it loads without it, and :func:`validation_problem` says why.
     """
-    try:
+    val_oods = validation_sets(model, id_dataset)
+    failures = _validation_failures()
+    failure_key = (model, id_dataset, val_oods)
+    recent = failures.get(failure_key)
+    if val_oods and recent is not None and time.monotonic() - recent[0] < VALIDATION_RETRY_S:
         return get_benchmark(model, id_dataset, tuple(oods))
-    except OODLensError:
-        if model != DEMO_MODEL:
-            raise
+    try:
+        return get_benchmark(model, id_dataset, tuple(oods), val_oods)
+    except OODLensError as error:
+        if not builds_on_demand(model):
+            if not val_oods:
+                raise
+            bench = get_benchmark(model, id_dataset, tuple(oods))  # the test sets alone: raises if they fail too
+            failures[failure_key] = (time.monotonic(), friendly_error(error))
+            return bench
     bar = st.progress(0.0, text="Building the demo feature cache (first launch only)…")
 
     def on_progress(description: str, done: int, total: int) -> None:
@@ -92,10 +146,30 @@ def load_benchmark_with_progress(model: str, id_dataset: str, oods: tuple[str, .
 
     try:
         bench_api.load_benchmark(model, id_dataset, list(oods), device="cpu", build_missing=True, progress=False,
-                                 on_progress=on_progress, build_device=_device(), repair=True, log=lambda _: None)
+                                 on_progress=on_progress, build_device=_device(), repair=True, log=lambda _: None,
+                                 val_ood_datasets=list(val_oods))
     finally:
         bar.empty()
-    return get_benchmark(model, id_dataset, tuple(oods))
+    return get_benchmark(model, id_dataset, tuple(oods), val_oods)
+
+
+def validation_problem(bench: bench_api.Benchmark) -> str | None:
+    """None when ``bench`` holds its validation outliers; otherwise one Markdown line saying why
+    it does not, with the ``python -m precompute`` command that builds them (same model,
+    checkpoint, ``--limit``, ODIN option and cache folder as the cached benchmark)."""
+    from ood_core.cache.provenance import ModelRef, precompute_command
+
+    name = val_outliers_name(bench.id_dataset)
+    if name in bench.val_ood:
+        return None
+    ref = ModelRef(bench.model, bench.model_fingerprint, bench.checkpoint)
+    command = precompute_command(ref, bench.id_dataset, [name], limit=bench.limit,
+                                 with_odin=bench.id_test.odin_logits is not None, cache_root=bench.cache_root)
+    failure = _validation_failures().get((bench.model_key or bench.model, bench.id_dataset, (name,)))
+    why = (f"its validation entry could not be read ({failure[1]})" if failure is not None
+           else f"this cache has no `{name}` entry (synthetic outliers made from the {bench.id_dataset} val split)")
+    return (f"Tuning on validation needs the validation outliers `{name}`: {why}. Build them with\n\n"
+            f"`{command}`\n\nthen reload the page.")
 
 
 @st.cache_resource(max_entries=256, show_spinner=False)
@@ -110,6 +184,112 @@ def evaluate(bench: bench_api.Benchmark, method: str, hparams: Mapping[str, Any]
     """Cached ``evaluate_method`` keyed by the benchmark fingerprint and the resolved hyperparameters."""
     names = tuple(oods) if oods is not None else tuple(bench.ood)
     return method_result(bench.fingerprint + "|" + bench.model, method, hparams_key(hparams), names, _bench=bench)
+
+
+class _TuningStore:
+    """A bounded, thread-safe LRU of :class:`~ood_core.tuning.TunedMethod` shared by every
+    session, with one lock per key so that two sessions never tune the same thing at once."""
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[Hashable, threading.Lock] = {}
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            if key not in self._entries:
+                return None
+            self._entries.move_to_end(key)
+            return self._entries[key]
+
+    def key_lock(self, key: Hashable) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                old, _ = self._entries.popitem(last=False)
+                self._key_locks.pop(old, None)
+
+
+@st.cache_resource(show_spinner=False)
+def _tuning_store() -> _TuningStore:
+    return _TuningStore()
+
+
+def validation_protocol(bench: bench_api.Benchmark):
+    """The Compare page's protocol: ``bench.id_dataset`` val vs ``val-outliers:<id>``, lowest FPR95."""
+    from ood_core.tuning import Protocol
+
+    return Protocol("validation", (val_outliers_name(bench.id_dataset),))
+
+
+def _tuning_key(bench: bench_api.Benchmark, method: str, protocol: Any) -> tuple:
+    return (bench.fingerprint + "|" + bench.model, method, protocol)
+
+
+def is_tuned(bench: bench_api.Benchmark, method: str, protocol: Any) -> bool:
+    """Whether :func:`tuned_method` has this result already (no tuning, no progress to show)."""
+    return _tuning_store().get(_tuning_key(bench, method, protocol)) is not None
+
+
+def tuning_size(bench: bench_api.Benchmark, method: str) -> int:
+    """How many settings tuning ``method`` scores (``ood_core.tuning.grid_size``)."""
+    from ood_core.tuning import grid_size
+
+    return grid_size(bench.scorer(method))
+
+
+def tuned_method(bench: bench_api.Benchmark, method: str, protocol: Any,
+                 on_point: Callable[[], None] | None = None):
+    """``ood_core.tuning.tune_method``, once per (benchmark fingerprint, method, protocol) in the
+    process, shared read-only by every session; ``on_point()`` after each scored setting (only
+    when it runs)."""
+    from ood_core.tuning import tune_method
+
+    store = _tuning_store()
+    key = _tuning_key(bench, method, protocol)
+    found = store.get(key)
+    if found is not None:
+        return found
+    with store.key_lock(key):
+        found = store.get(key)  # another session may have tuned it while this one waited
+        if found is None:
+            found = tune_method(bench, method, protocol, on_point=on_point)
+            store.put(key, found)
+    return found
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _bootstrap(fingerprint: str, mode: str, settings: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...],
+               oods: tuple[str, ...], exclude: tuple[str, ...], n_boot: int, seed: int,
+               _results: Mapping[str, bench_api.MethodResult]):
+    from ood_core.bootstrap import bootstrap_table
+
+    return bootstrap_table({m: (r.id_scores, {o: r.ood_scores[o] for o in oods}) for m, r in _results.items()},
+                           n_boot=n_boot, seed=seed, exclude_from_best=exclude)
+
+
+def bootstrap(bench: bench_api.Benchmark, results: Mapping[str, bench_api.MethodResult], oods: Sequence[str],
+              mode: Hashable = "defaults", n_boot: int = 1000, seed: int = 0):
+    """``ood_core.bootstrap.bootstrap_table`` of the shown ``results`` (method → result, in table
+    order; degenerate settings never best), cached by the benchmark fingerprint, the mode
+    (``"defaults"`` or the tuning protocol), each method's setting and the OOD sets."""
+    settings = tuple((m, hparams_key(r.hparams)) for m, r in results.items())
+    exclude = tuple(m for m, r in results.items() if r.degenerate)
+    mode_key = mode if isinstance(mode, str) else repr(mode)  # a Protocol's repr names every field
+    return _bootstrap(bench.fingerprint + "|" + bench.model, mode_key, settings, tuple(oods), exclude, n_boot, seed,
+                      _results=results)
+
+
+def scorer_summary(bench: bench_api.Benchmark, method: str) -> tuple[str, str]:
+    """(title, one-line summary) of a method's scorer declaration."""
+    scorer = bench.scorer(method)
+    return scorer.title or method, scorer.summary
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

@@ -91,7 +91,7 @@ def _list(cache_dir: str | None) -> None:
     for name in list_datasets():
         try:
             info = dataset_info(name)
-            print(f"  {name:<16} {info.kind:<4} splits={','.join(info.splits):<15} {info.description}")
+            print(f"  {name:<22} {info.kind:<4} splits={','.join(info.splits):<15} {info.description}")
         except Exception:  # a prefix entry (folder:<path>) has no info of its own
             print(f"  {name}")
     root = cache_dir or str(paths.cache_root())

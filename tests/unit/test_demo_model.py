@@ -57,6 +57,17 @@ def test_outputs_shapes_and_feature_definitions(untrained):
     assert untrained.head_weight.shape == (10, dim) and untrained.feature_dim == dim
 
 
+def test_penultimate_is_a_wide_relu_expansion_before_gap(untrained):
+    """The regime ReAct / DICE / LINe / ASH / OPNP assume: hundreds of penultimate units, the
+    GAP of a ReLU map; here a 1×1 conv · BN · ReLU expansion after the last block."""
+    assert untrained.feature_dim == WIDTHS[-1] >= 256
+    conv, bn, relu = untrained.expand
+    assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1)
+    assert conv.in_channels == WIDTHS[-2] and conv.out_channels == WIDTHS[-1]
+    assert isinstance(bn, torch.nn.BatchNorm2d) and isinstance(relu, torch.nn.ReLU)
+    assert isinstance(untrained.head, torch.nn.Linear) and untrained.head.in_features == WIDTHS[-1]
+
+
 def test_rgb_input_is_read_as_its_gray_mean(untrained):
     gray = torch.randn(2, 1, 28, 28)
     torch.testing.assert_close(untrained(gray.expand(2, 3, 28, 28)).logits, untrained(gray).logits)
@@ -95,6 +106,11 @@ def test_input_noise_is_seeded_clipped_and_off_at_zero():
     # Per-image std ~ U(0, max): some images barely change, others a lot (before clipping).
     per_image = (out - images).flatten(1).std(dim=1)
     assert per_image.min() < 0.05 < 0.15 < per_image.max() <= 0.3
+    # noise on a random fraction of the images only: the others are untouched.
+    half = train_demo.add_input_noise(images, torch.Generator().manual_seed(0), 0.3, fraction=0.5)
+    clean = (half == images).flatten(1).all(dim=1)
+    assert 16 <= int(clean.sum()) <= 48 and torch.equal(
+        half, train_demo.add_input_noise(images, torch.Generator().manual_seed(0), 0.3, fraction=0.5))
 
 
 def test_training_is_deterministic():
@@ -120,12 +136,38 @@ def test_recipe_runs_end_to_end(tmp_path):
     assert accuracy == pytest.approx(record["val_accuracy"])
 
 
+def test_several_seeds_report_their_spread_and_write_the_first(tmp_path, capsys):
+    out = tmp_path / "demo_cnn.safetensors"
+    assert train_demo.main(["--epochs", "1", "--limit", "200", "--seeds", "2", "1", "--out", str(out),
+                            "--no-progress", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "seed 2: test accuracy" in text and "seed 1: test accuracy" in text and "min" in text
+    record = json.loads(out.with_suffix(".json").read_text())
+    spread = record["seeds_spread"]
+    assert record["seed"] == 2 and spread["seeds"] == [2, 1] and set(spread["per_seed"]) == {"1", "2"}
+    accuracies = [spread["per_seed"][s]["test_accuracy"] for s in ("1", "2")]
+    assert spread["test_accuracy"]["min"] == pytest.approx(min(accuracies), abs=1e-5)
+    assert spread["test_accuracy"]["max"] == pytest.approx(max(accuracies), abs=1e-5)
+    assert record["test_accuracy"] == spread["per_seed"]["2"]["test_accuracy"]  # the written seed's
+    env = record["environment"]
+    assert env["threads"] == record["threads"] == 1 and env["torch"] == torch.__version__
+    assert {"cpu_model", "platform", "deterministic_algorithms"} <= set(env)
+    assert create_model("demo-cnn", checkpoint=str(out)) is not None
+
+
+def test_seed_options_are_checked():
+    with pytest.raises(SystemExit):
+        train_demo.main(["--seeds", "0", "0"])
+    with pytest.raises(SystemExit):
+        train_demo.main(["--seed", "0", "--seeds", "1", "2"])
+
+
 def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_demo.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--epochs", "--seed", "--out", "--threads"):
+    for option in ("--epochs", "--seed", "--seeds", "--out", "--threads"):
         assert option in text
 
 
@@ -138,7 +180,8 @@ def test_shipped_weights_reach_98_percent_on_held_out_test():
     record = json.loads(SHIPPED.with_suffix(".json").read_text())
     assert record["test_accuracy"] == pytest.approx(accuracy)
     assert SHIPPED.stat().st_size <= 2_000_000
-    assert {"seed", "epochs", "command", "training_seconds"} <= set(record)
+    assert {"seed", "epochs", "command", "training_seconds", "environment"} <= set(record)
+    assert record["seed"] == 0 and record["feature_dim"] == WIDTHS[-1]
 
 
 @needs_weights
@@ -166,7 +209,7 @@ def test_shipped_weights_separate_letters_less_than_far_ood():
 
 
 def test_registered_clip_defaults_sit_at_the_97th_validation_percentile():
-    """demo-cnn's δ default (4.0) is the 97th percentile of its ID-validation activations,
+    """demo-cnn's δ default is the 97th percentile of its ID-validation activations,
     where LINe's published δ = 1.0 sits on the CIFAR DenseNet; it must follow the weights."""
     import torch
 

@@ -179,7 +179,9 @@ def test_tune_names_a_degenerate_setting(demo_cache):
     warnings = [w.value for w in at.warning]
     assert any("Degenerate setting" in w and "head at chance" in w for w in warnings), warnings
     fpr = at.metric[0]
-    assert fpr.value == "100.00 %"  # every score equal: every OOD image is accepted
+    # every ID score equal: the threshold accepts nearly every OOD image (noise, whose maps have
+    # units below δ, can score lower), never the fake 0.00 % that was found
+    assert float(fpr.value.removesuffix(" %")) >= 95.0, fpr.value
     default = run(make_app("tune", method="line"))
     assert not any("Degenerate" in w.value for w in default.warning)
 

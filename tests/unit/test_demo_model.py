@@ -155,11 +155,19 @@ def test_several_seeds_report_their_spread_and_write_the_first(tmp_path, capsys)
     assert create_model("demo-cnn", checkpoint=str(out)) is not None
 
 
-def test_seed_options_are_checked():
+def test_seed_options_are_checked(tmp_path, capsys):
+    # A tiny run into tmp_path: should a check regress, this trains briefly and never
+    # overwrites the shipped weights (the default --out).
+    out = tmp_path / "demo_cnn.safetensors"
+    tiny = ["--epochs", "1", "--limit", "100", "--no-progress", "--out", str(out)]
     with pytest.raises(SystemExit):
-        train_demo.main(["--seeds", "0", "0"])
+        train_demo.main(["--seeds", "0", "0", *tiny])
+    assert "must not repeat a seed" in capsys.readouterr().err
+    # --seed 0 is the default value: argparse must still see the conflict with --seeds.
     with pytest.raises(SystemExit):
-        train_demo.main(["--seed", "0", "--seeds", "1", "2"])
+        train_demo.main(["--seed", "0", "--seeds", "1", "2", *tiny])
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_help_lists_the_options(capsys):

@@ -241,9 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=EPILOG)
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
     seeds = parser.add_mutually_exclusive_group()
-    # default None, not 0: argparse only sees a conflict with --seeds when the value is not the default object
-    seeds.add_argument("--seed", type=int, default=None, help="training seed (initialisation, order, augmentation); "
-                                                              "default 0")
+    # default SUPPRESS (absent unless given), not 0: argparse only sees a conflict with --seeds when
+    # the value is not the default object, and the help then shows no "(default: None)".
+    seeds.add_argument("--seed", type=int, default=argparse.SUPPRESS,
+                       help="training seed (initialisation, order, augmentation) (default: 0)")
     seeds.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                        help="train each of these seeds with the same recipe, print each seed's test accuracy "
                             "and training time and their min / mean / max, record them in the JSON; the "
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--input-noise must be in [0, 1]")
     if not 0.0 <= args.noise_fraction <= 1.0:
         parser.error("--noise-fraction must be in [0, 1]")
-    seeds: list[int] = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
+    seeds: list[int] = args.seeds if args.seeds is not None else [getattr(args, "seed", 0)]
     if len(set(seeds)) != len(seeds):
         parser.error("--seeds must not repeat a seed")
     from safetensors.torch import save_file

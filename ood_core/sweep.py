@@ -32,6 +32,7 @@ from ood_core.registry import OODLensError
 from ood_core.params import Param
 from ood_core.records import FeatureSet
 from ood_core.scorers.base import Scorer
+from ood_core.setting import score_setting
 
 Objective = Literal["fpr95", "auroc"]
 ProgressCallback = Callable[[str, int, int], None]
@@ -134,35 +135,22 @@ def grid_values(param: Param, count: int = 7) -> tuple[Any, ...]:
     return tuple(dict.fromkeys(float(np.round(v, 10)) for v in np.clip(values, low, high)))
 
 
-def _scored_with_accuracy(scorer: Scorer, feats: FeatureSet, params: Mapping[str, Any]
-                          ) -> tuple[torch.Tensor, float, float]:
-    """(scores (N,), accuracy of the head scored with, accuracy of the unmodified head) on ID data."""
-    scores, modified = scorer.score_with_logits(feats, **params)
-    base = metrics.accuracy(feats.logits, feats.labels)
-    return scores, (metrics.accuracy(modified, feats.labels) if modified is not None else base), base
-
-
 def _figures(scorer: Scorer, params: Mapping[str, Any], val_ood: FeatureSet, bench: _BenchmarkLike,
-             test_sets: Mapping[str, FeatureSet], num_classes: int) -> SweepPoint:
+             test_sets: Mapping[str, FeatureSet]) -> SweepPoint:
     """Validation and test metrics, head accuracies and degeneracy of one grid point."""
-    id_val_scores, val_accuracy, val_base = _scored_with_accuracy(scorer, bench.id_val, params)
-    id_test_scores, test_accuracy, test_base = _scored_with_accuracy(scorer, bench.id_test, params)
-    validation = metrics.evaluate(id_val_scores, scorer.score(val_ood, **params))
-    per_ood = metrics.evaluate_many(id_test_scores, {name: scorer.score(feats, **params)
-                                                     for name, feats in test_sets.items()})
+    validation = score_setting(scorer, params, bench.id_val, {"validation": val_ood})
+    test = score_setting(scorer, params, bench.id_test, test_sets)
     return SweepPoint(
         params=dict(params),
         val_fpr95=validation.fpr95,
         val_auroc=validation.auroc,
-        test_fpr95=float(np.mean([m.fpr95 for m in per_ood.values()])),
-        test_auroc=float(np.mean([m.auroc for m in per_ood.values()])),
-        test_per_ood=per_ood,
-        val_id_accuracy=val_accuracy,
-        test_id_accuracy=test_accuracy,
-        val_degenerate=metrics.degenerate_reasons(id_val_scores, id_accuracy=val_accuracy, base_accuracy=val_base,
-                                                  num_classes=num_classes),
-        test_degenerate=metrics.degenerate_reasons(id_test_scores, id_accuracy=test_accuracy,
-                                                   base_accuracy=test_base, num_classes=num_classes),
+        test_fpr95=test.fpr95,
+        test_auroc=test.auroc,
+        test_per_ood=test.per_ood,
+        val_id_accuracy=validation.id_accuracy,
+        test_id_accuracy=test.id_accuracy,
+        val_degenerate=validation.degenerate,
+        test_degenerate=test.degenerate,
     )
 
 
@@ -227,14 +215,13 @@ def run_sweep(
     grids = [tuple(scorer.param(n).validate(v) for v in axes[n]) for n in names]
     shape = tuple(len(g) for g in grids)
     total = math.prod(shape)
-    num_classes = int(bench.id_test.logits.shape[1])
     points: list[SweepPoint] = []
     with torch.inference_mode():
         for done, combo in enumerate(itertools.product(*grids), start=1):
             params = scorer.resolve({**fixed_values, **dict(zip(names, combo))})
             label = ", ".join(f"{n}={v}" for n, v in zip(names, combo))
             try:
-                points.append(_figures(scorer, params, val_ood, bench, test_sets, num_classes))
+                points.append(_figures(scorer, params, val_ood, bench, test_sets))
             except metrics.NonFiniteScoresError as exc:
                 raise metrics.NonFiniteScoresError(f"{method} at {label}: {exc}") from None
             if on_progress is not None:

@@ -38,6 +38,7 @@ from ood_core import metrics
 from ood_core.params import Param, Relative
 from ood_core.records import FeatureSet
 from ood_core.registry import OODLensError
+from ood_core.setting import score_setting
 from ood_core.scorers.base import Scorer
 
 Objective = Literal["fpr95", "auroc"]
@@ -214,22 +215,17 @@ class Tuned:
 
 
 def _candidate(scorer: Scorer, params: Mapping[str, Any], id_feats: FeatureSet, ood_sets: Sequence[FeatureSet],
-               base_accuracy: float, budget: float | None, num_classes: int) -> Candidate:
+               base_accuracy: float, budget: float | None) -> Candidate:
     """Score one setting on the selection data; a non-finite score excludes it rather than failing."""
     try:
-        id_scores, modified = scorer.score_with_logits(id_feats, **params)
-        accuracy = metrics.accuracy(modified, id_feats.labels) if modified is not None else base_accuracy
-        id_sorted = np.sort(metrics._as_array(id_scores, "ID scores"))
-        found = [metrics._evaluate_sorted(id_sorted, metrics._as_array(scorer.score(s, **params), "OOD scores"))
-                 for s in ood_sets]
+        figures = score_setting(scorer, params, id_feats, {str(i): s for i, s in enumerate(ood_sets)},
+                                base_accuracy=base_accuracy)
     except metrics.NonFiniteScoresError:
         return Candidate(dict(params), math.nan, math.nan, math.nan, ("non-finite scores",))
-    excluded = list(metrics.degenerate_reasons(id_sorted, id_accuracy=accuracy, base_accuracy=base_accuracy,
-                                               num_classes=num_classes))
-    if budget is not None and accuracy < base_accuracy - budget - 1e-12:
+    excluded = list(figures.degenerate)
+    if budget is not None and figures.id_accuracy < base_accuracy - budget - 1e-12:
         excluded.append("over the accuracy budget")
-    return Candidate(dict(params), float(np.mean([m.fpr95 for m in found])), float(np.mean([m.auroc for m in found])),
-                     accuracy, tuple(excluded))
+    return Candidate(dict(params), figures.fpr95, figures.auroc, figures.id_accuracy, tuple(excluded))
 
 
 def tune_scorer(scorer: Scorer, id_feats: FeatureSet, ood_sets: Mapping[str, FeatureSet] | Sequence[FeatureSet], *,
@@ -247,7 +243,6 @@ def tune_scorer(scorer: Scorer, id_feats: FeatureSet, ood_sets: Mapping[str, Fea
     sets = list(ood_sets.values()) if isinstance(ood_sets, Mapping) else list(ood_sets)
     if not sets:
         raise TuningError(f"tuning {scorer.name} needs at least one OOD set to select on")
-    num_classes = int(id_feats.logits.shape[1])
     base_accuracy = metrics.accuracy(id_feats.logits, id_feats.labels)
     current = scorer.resolve(fixed)
     defaults = dict(current)
@@ -256,7 +251,7 @@ def tune_scorer(scorer: Scorer, id_feats: FeatureSet, ood_sets: Mapping[str, Fea
     def scored(params: Mapping[str, Any]) -> Candidate:
         key = tuple(sorted((k, repr(v)) for k, v in params.items()))
         if key not in seen:
-            seen[key] = _candidate(scorer, params, id_feats, sets, base_accuracy, accuracy_budget, num_classes)
+            seen[key] = _candidate(scorer, params, id_feats, sets, base_accuracy, accuracy_budget)
             if on_point is not None:
                 on_point()
         return seen[key]

@@ -153,3 +153,19 @@ def test_degenerate_points_are_shown_and_never_selected(bench):
     assert result.best_index == result.oracle_index == (2,)
     with pytest.raises(SweepError, match="every point .* is degenerate"):
         run_sweep(bench, "centre", {"flat": (0.0, 0.25)}, val_ood=bench.ood["above"], val_ood_name="above")
+
+
+def test_score_setting_is_the_metrics_of_the_scores() -> None:
+    """The step Sweep and tuning share: per-set metrics, head accuracy and degeneracy of one setting."""
+    from ood_core.setting import score_setting
+
+    scorer = ToyBench(features(0, 50, 1), features(0, 60, 2), {}).scorer("centre")
+    id_feats, oods = features(0, 60, 2), {"a": features(2, 40, 3), "b": features(-3, 30, 4)}
+    figures = score_setting(scorer, {"centre": 0.5}, id_feats, oods)
+    expected = metrics.evaluate_many(scorer.score(id_feats, centre=0.5),
+                                     {name: scorer.score(f, centre=0.5) for name, f in oods.items()})
+    assert figures.per_ood == expected
+    assert figures.fpr95 == pytest.approx(np.mean([m.fpr95 for m in expected.values()]))
+    assert figures.id_accuracy == figures.base_accuracy == 1.0 and figures.degenerate == ()
+    broken = score_setting(scorer, {"flat": 0.0}, id_feats, oods)  # every score equal, head predicts class 1
+    assert broken.id_accuracy == 0.0 and broken.degenerate

@@ -27,6 +27,7 @@ from ood_core.metrics import (
     degenerate_reasons,
     evaluate_many,
 )
+from ood_core.progress import ProgressTracker
 from ood_core.records import FeatureSet, FitContext
 from ood_core.registry import OODLensError
 from ood_core.scorers.base import Scorer
@@ -140,6 +141,7 @@ def load_benchmark(
     repair: bool = False,
     log: Callable[[str], None] | None = None,
     val_ood_datasets: Iterable[str] = (),
+    tracker: ProgressTracker | None = None,
 ) -> Benchmark:
     """Load (building first, when ``build_missing``) the cache of a benchmark onto ``device``.
 
@@ -161,6 +163,8 @@ def load_benchmark(
 
     ``val_ood_datasets``: OOD sets loaded into ``val_ood`` for hyperparameter selection only
     (e.g. ``val-outliers:<id>``); a name that is also in ``ood_datasets`` is refused.
+    ``tracker``: an :class:`ood_core.progress.ProgressTracker` given the build's plan and progress
+    (one overall bar: "stage k of n", counts, time left).
     """
     from ood_core.cache.provenance import load_model, precompute_command
     from ood_core.cache.reader import CheckedReader
@@ -181,7 +185,8 @@ def load_benchmark(
 
         ensure_entries(ref.name, id_dataset, ood_list + val_list, root, device=build_device, batch_size=batch_size,
                        limit=limit, with_odin=with_odin, progress=progress, on_progress=on_progress,
-                       reuse_cached_limit=True, model=(net, ref), verify=repair, log=log, statistics=statistics)
+                       reuse_cached_limit=True, model=(net, ref), verify=repair, log=log, statistics=statistics,
+                       tracker=tracker)
     reader = CheckedReader(root, ref, device)
     id_test = reader.features(id_dataset, "test")
     id_val = reader.features(id_dataset, "val")

@@ -193,10 +193,17 @@ def required_statistics(scorer_names: Iterable[str] | None = None) -> list[str]:
     return sorted(needed)
 
 
-def compute_statistics(statistics: Iterable[str | Statistic], data: TrainingData) -> dict[str, Tensor]:
+def compute_statistics(statistics: Iterable[str | Statistic], data: TrainingData,
+                       on_progress: Callable[[int, int], None] | None = None) -> dict[str, Tensor]:
     """``{name: float32 contiguous tensor}`` for each statistic (a name or a :class:`Statistic`);
-    an unknown name raises before any work."""
-    return {stat.name: stat.compute(data).float().contiguous() for stat in resolve_statistics(statistics)}
+    an unknown name raises before any work. ``on_progress(done, total)`` after each statistic."""
+    wanted = resolve_statistics(statistics)
+    out: dict[str, Tensor] = {}
+    for stat in wanted:
+        out[stat.name] = stat.compute(data).float().contiguous()
+        if on_progress is not None:
+            on_progress(len(out), len(wanted))
+    return out
 
 
 def compute_all_statistics(train_features: Tensor, train_logits: Tensor, train_labels: Tensor, head_weight: Tensor,

@@ -53,6 +53,12 @@ def odin_settings(odin_eps: Sequence[float] | None, odin_temperature: float | No
     return eps, temperature
 
 
+def entry_label(model_key: str, dataset_name: str, split: str) -> str:
+    """How progress events name an entry: ``"demo-cnn / demo-letters / test"`` (the tqdm bar's
+    description, and the stage key of :class:`ood_core.progress.ProgressTracker`)."""
+    return f"{model_key} / {dataset_name} / {split}"
+
+
 def subset_indices(dataset: ImageDataset, limit: int | None) -> list[int]:
     """All indices, or a stratified subset of ``limit`` of them (seed 0, stable order)."""
     n = len(dataset)
@@ -179,11 +185,13 @@ def _build_entry(model: OODModel, dataset: ImageDataset, entry: Path, ref: Model
     }
     done = set(store.prepare_chunks(entry, plan))
     todo = [c for c in range(n_chunks) if c not in done]
-    desc = f"{ref.key} / {dataset_name} / {split}"
+    desc = entry_label(ref.key, dataset_name, split)
     total = len(indices)
     done_items = sum(min(per_chunk, total - c * per_chunk) for c in done)
 
     if todo:
+        if on_progress is not None:  # the pass starts (the first batch can take a while)
+            on_progress(desc, done_items, total)
         run_chunks(model, dataset, entry, indices, todo, per_chunk, total, done_items, desc,
                    device=device, batch_size=batch_size, num_workers=num_workers, with_odin=request.with_odin,
                    eps=request.odin_eps, temperature=request.odin_temperature, progress=progress,

@@ -32,6 +32,11 @@ from ood_core.statistics import Statistic, TrainingData, compute_statistics, lis
 STATS_LOCK = ".train_stats.lock"
 
 
+def stats_label(model_key: str, dataset_name: str) -> str:
+    """How progress events name the training statistics of (model, ID dataset)."""
+    return f"{model_key} / {dataset_name} / training statistics"
+
+
 def wanted_statistics(statistics: Iterable[str | Statistic] | None) -> list[Statistic]:
     """The :class:`Statistic` objects asked for; None: every registered one (the method ones
     are registered once :mod:`ood_core.scorers` is imported)."""
@@ -106,6 +111,10 @@ def build_train_stats(
             elif why != "is missing":
                 log(f"recomputing the training statistics of {label} (the stored ones: {why})")
 
+        on_progress = build_kwargs.get("on_progress")
+        label_stats = stats_label(ref.key, dataset_name)
+        if on_progress is not None:  # loading the training features comes first
+            on_progress(label_stats, 0, len(todo))
         train, _ = store.load_entry(train_entry, ref.key, dataset_name, "train")
         val_features = store.load_entry(entries["val"], ref.key, dataset_name, "val")[0]["penultimate"] \
             if "val" in entries else None
@@ -115,7 +124,8 @@ def build_train_stats(
                                "need labels")
         weight, bias = model.head_weight.detach().float().cpu(), model.head_bias.detach().float().cpu()
         data = TrainingData(train["penultimate"], train["logits"], labels, weight, bias, val_features)
-        computed = compute_statistics(todo, data)
+        computed = compute_statistics(todo, data, on_progress=None if on_progress is None else
+                                      lambda done, total: on_progress(label_stats, done, total))
         return stats_store.save_train_stats(
             root, ref.key, dataset_name, {**kept, **computed}, weight, bias,
             {"model_name": ref.name, "model_fingerprint": ref.fingerprint, "checkpoint": ref.checkpoint,

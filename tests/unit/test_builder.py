@@ -43,7 +43,8 @@ def test_entry_holds_the_models_outputs(tmp_path: Path, fake_model, fake_dataset
     assert manifest["transform"] == model.preprocessing.describe()
     assert manifest["dataset_fingerprint"] == data.fingerprint() and manifest["rows"] == 23
     assert manifest["class_names"] == list(model.class_names)
-    assert calls[-1] == ("tiny / mem / test", 23, 23) and len(calls) == 6  # one per batch
+    assert calls[0] == ("tiny / mem / test", 0, 23)  # the pass starts: before its first batch
+    assert calls[-1] == ("tiny / mem / test", 23, 23) and len(calls) == 7  # then one per batch
     assert [c[1] for c in calls] == sorted(c[1] for c in calls)
     assert not (entry / store.CHUNKS_DIR).exists()
 

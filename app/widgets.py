@@ -5,6 +5,12 @@ float → slider (low/high/step); int → slider; bool → toggle; choice → se
 ``param_<name>`` (stable for browser tests and mirrored in the URL as ``p.<name>``).
 A param with unit ``"activation"`` is an absolute activation value: its caption shows the
 percentile of ID-validation activations it corresponds to.
+
+Only the params with an effect are drawn (:meth:`Param.is_active`: ReAct's ``clip_value``
+only while ``clip_by`` is ``"value"``); a hidden one keeps its value in session state and is
+still returned (it has no effect on the score). Params are drawn in the scorer's display order
+(:meth:`Scorer.display_params`), one display block (a group, or a switch with what it
+enables) per column, blocks filling the columns row by row.
 """
 from __future__ import annotations
 
@@ -14,9 +20,9 @@ import numpy as np
 import streamlit as st
 from torch import Tensor
 
-from app import url_state
+from app import fmt, url_state
 from ood_core import stages
-from ood_core.params import Param
+from ood_core.params import Param, display_blocks, visible_params
 
 LOG_STEPS = 49
 
@@ -63,9 +69,10 @@ def _initialise(param: Param) -> str:
     return key
 
 
-def param_widget(param: Param, *, activations_sorted: Tensor | None = None, container: Any = st) -> Any:
+def param_widget(param: Param, *, activations_sorted: Tensor | None = None, container: Any = st,
+                 initialised: bool = False) -> Any:
     """Draw one hyperparameter's widget and return its current value."""
-    key = _initialise(param)
+    key = widget_key(param) if initialised else _initialise(param)
     label = param.label or param.name
     if param.unit and param.unit not in {"activation"}:
         label = f"{label} [{param.unit}]"
@@ -88,19 +95,34 @@ def param_widget(param: Param, *, activations_sorted: Tensor | None = None, cont
         value = container.slider(label, min_value=low, max_value=high, step=step, key=key, help=help_text)
     if param.unit == "activation" and activations_sorted is not None and activations_sorted.numel():
         share = stages.value_to_percentile(activations_sorted, float(value))
-        container.caption(f"{label} = {float(value):.3g} ≈ the {share:.1f}th percentile of ID-validation activations")
+        container.caption(f"{label} = {fmt.number(value)} ≈ {fmt.percentile(share)} of ID-validation activations")
     return value
 
 
 def param_widgets(params: Sequence[Param], *, activations_sorted: Tensor | None = None,
                   columns: int = 1) -> dict[str, Any]:
-    """All of a method's widgets (in ``columns`` columns); returns ``{name: value}``."""
+    """A method's widgets, ``params`` in display order (:meth:`Scorer.display_params`); returns
+    ``{name: value}`` for every param, the hidden (inactive) ones at their kept values.
+
+    Each display block goes in one column (its switch above what it enables); the blocks fill
+    ``columns`` columns row by row, a row per ``st.columns`` so that the order reads left to right.
+    """
     if not params:
         st.caption("This method has no hyperparameters.")
         return {}
-    slots = st.columns(columns) if columns > 1 else [st]
-    return {p.name: param_widget(p, activations_sorted=activations_sorted, container=slots[i % len(slots)])
-            for i, p in enumerate(params)}
+    # every value first (URL, kept or default), hidden ones included: the visible set depends on
+    # the controllers' current values, and re-assigning a hidden value keeps it in session state
+    # (a fragment rerun otherwise drops the state of a widget it did not draw: δ back at default)
+    values = {p.name: st.session_state[_initialise(p)] for p in params}
+    shown = visible_params(params, values)
+    blocks = display_blocks(shown)
+    for start in range(0, len(blocks), columns):
+        slots = st.columns(columns) if columns > 1 else [st]
+        for slot, block in zip(slots, blocks[start:start + columns]):
+            for p in block:
+                values[p.name] = param_widget(p, activations_sorted=activations_sorted, container=slot,
+                                              initialised=True)
+    return values
 
 
 def changed_from_defaults(values: Mapping[str, Any], params: Sequence[Param]) -> dict[str, Any]:

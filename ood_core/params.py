@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal, Mapping, Sequence, Union
 
 from ood_core.registry import OODLensError
 
@@ -68,7 +68,9 @@ class Param:
     to the grid, so a tuned setting is never worse on validation than the default.
     ``active_when``: ``(other param, value)`` when this param has an effect only while the other
     has that value (ReAct's ``clip_value`` only when ``clip_by == "value"``); tuners skip an
-    inactive param.
+    inactive param and the app hides its widget (its value is kept, and has no effect).
+    ``group``: a display group (``"clip"``, ``"weights"``): the app draws a group's params
+    together, in one column; a controlled param joins its controller's group.
     """
 
     name: str
@@ -84,6 +86,7 @@ class Param:
     label: str = ""  # display label, e.g. "δ (clip)"; falls back to name
     search: SearchGrid | None = None
     active_when: tuple[str, Any] | None = None
+    group: str = ""
 
     def is_active(self, values: Mapping[str, Any]) -> bool:
         """Whether this param has an effect under ``values`` (the method's full setting)."""
@@ -147,3 +150,112 @@ class Param:
 
     def _error(self, value: Any, why: str) -> HyperparameterError:
         return HyperparameterError(f"{self.name}={value!r} {why}")
+
+
+# -- display order --------------------------------------------------------------------------
+
+def display_order(params: Sequence[Param], order: Sequence[str] = ()) -> tuple[Param, ...]:
+    """``params`` in the order a UI shows them.
+
+    ``order``: an explicit order (a permutation of the names, checked by
+    :func:`declaration_problems`); empty: declaration order, with every controlled param moved
+    right after its controller (LINe: use_ac, delta, use_ap, p_a, ...), recursively.
+    """
+    if order:
+        by_name, named = {p.name: p for p in params}, set(order)
+        return tuple(by_name[name] for name in order if name in by_name) + tuple(
+            p for p in params if p.name not in named)
+    names = {p.name for p in params}
+    dependents: dict[str, list[Param]] = {}
+    for p in params:
+        if p.active_when is not None and p.active_when[0] in names:
+            dependents.setdefault(p.active_when[0], []).append(p)
+    out: dict[str, Param] = {}
+
+    def emit(p: Param) -> None:
+        if p.name in out:  # a cycle (reported by declaration_problems) ends here
+            return
+        out[p.name] = p
+        for child in dependents.get(p.name, []):
+            emit(child)
+
+    for p in params:
+        if p.active_when is None or p.active_when[0] not in names:
+            emit(p)
+    for p in params:  # params caught in a cycle, in declaration order
+        emit(p)
+    return tuple(out.values())
+
+
+def display_blocks(params: Sequence[Param]) -> list[tuple[Param, ...]]:
+    """Consecutive runs of ``params`` (already in display order) drawn together: a declared
+    ``group``, or a controller with the params it controls; any other param is a block alone."""
+    by_name = {p.name: p for p in params}
+
+    def block_key(p: Param, depth: int = 0) -> str:
+        if p.group:
+            return "group:" + p.group
+        # a controlled param joins its controller's block (depth bounds a declared cycle)
+        if p.active_when is not None and p.active_when[0] in by_name and depth < len(by_name):
+            return block_key(by_name[p.active_when[0]], depth + 1)
+        return "param:" + p.name
+
+    blocks: list[list[Param]] = []
+    last = None
+    for p in params:
+        key = block_key(p)
+        if blocks and key == last:
+            blocks[-1].append(p)
+        else:
+            blocks.append([p])
+        last = key
+    return [tuple(b) for b in blocks]
+
+
+def visible_params(params: Sequence[Param], values: Mapping[str, Any]) -> tuple[Param, ...]:
+    """The params with an effect under ``values``: active, and their controller visible too."""
+    by_name = {p.name: p for p in params}
+
+    def visible(p: Param, depth: int = 0) -> bool:
+        if not p.is_active(values):
+            return False
+        controller = by_name.get(p.active_when[0]) if p.active_when is not None else None
+        return controller is None or depth > len(by_name) or visible(controller, depth + 1)
+
+    return tuple(p for p in params if visible(p))
+
+
+def declaration_problems(params: Sequence[Param], order: Sequence[str] = ()) -> list[str]:
+    """What is wrong with a method's declarations (empty when nothing): duplicate names, an
+    ``order`` that is not a permutation of the names, an ``active_when`` naming an undeclared
+    param, itself, or a value its controller does not take."""
+    problems: list[str] = []
+    names = [p.name for p in params]
+    if len(set(names)) != len(names):
+        problems.append(f"duplicate param names in {names}")
+    if order and sorted(order) != sorted(names):
+        problems.append(f"display order {list(order)} is not a permutation of {names}")
+    by_name = {p.name: p for p in params}
+    for p in params:
+        if p.active_when is None:
+            continue
+        other, wanted = p.active_when
+        controller = by_name.get(other)
+        if controller is None or other == p.name:
+            problems.append(f"{p.name}: active_when names {other!r}, not another declared param")
+            continue
+        try:
+            valid = controller.validate(wanted)
+        except HyperparameterError as error:
+            problems.append(f"{p.name}: active_when value {wanted!r} is invalid for {other} ({error})")
+            continue
+        if valid != wanted or type(valid) is not type(wanted):
+            problems.append(f"{p.name}: active_when value {wanted!r} is not a value of {other} ({valid!r})")
+        seen, link = {p.name}, controller
+        while link is not None and link.active_when is not None:  # follow the chain of controllers
+            if link.name in seen:
+                problems.append(f"{p.name}: its active_when chain is a cycle through {link.name}")
+                break
+            seen.add(link.name)
+            link = by_name.get(link.active_when[0])
+    return problems

@@ -10,6 +10,9 @@ A scorer declares
     builds its widgets from these; :meth:`Scorer.declared_params` gives them for a fitted
     model, e.g. ViM's ``dim`` bounded by the feature width), each with the grid a tuner
     searches (``Param.search``),
+  * ``display_order``: the order the app shows the params in (a permutation of their names;
+    empty: declaration order with every controller right before the params it controls,
+    :func:`ood_core.params.display_order`),
   * ``joint``: groups of params a tuner searches jointly, where the paper tunes them together
     (every other searched param is tuned on its own, in declaration order),
   * ``summary``: one line saying what the score measures, for the dashboard,
@@ -36,6 +39,7 @@ from torch import Tensor
 from ood_core import stages
 from ood_core.memo import Memo
 from ood_core.params import HyperparameterError, Param
+from ood_core.params import display_order as ordered_for_display
 from ood_core.records import FeatureSet, FitContext
 from ood_core.registry import OODLensError, did_you_mean
 
@@ -58,6 +62,7 @@ class Scorer:
     stats: ClassVar[frozenset[str]] = frozenset()
     params: ClassVar[tuple[Param, ...]] = ()
     joint: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    display_order: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str] = ""
     fast_path: ClassVar[str] = ""  # what ``score`` does beyond ``reference``; "" = it is the reference
 
@@ -103,6 +108,10 @@ class Scorer:
     def declared_params(self) -> tuple[Param, ...]:
         """The params with this instance's (variant's) defaults, for the fitted model once fitted."""
         return self._params
+
+    def display_params(self) -> tuple[Param, ...]:
+        """:meth:`declared_params` in display order (``display_order``, else controllers first)."""
+        return ordered_for_display(self.declared_params(), self.display_order)
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self._params}

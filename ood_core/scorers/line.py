@@ -88,6 +88,8 @@ class LineScorer(ShapedHeadScorer):
               help="Keep only the predicted class's important weights; off keeps every weight."),
     )
     joint: ClassVar[tuple[tuple[str, ...], ...]] = (("p_a", "p_w"),)  # the paper sets both together
+    # each switch right before the one param it enables (declaration order stays the tuners')
+    display_order: ClassVar[tuple[str, ...]] = ("use_ac", "delta", "use_ap", "p_a", "use_wp", "p_w")
     fast_path: ClassVar[str] = (
         "masks memoised per p_a / p_w (δ moves rebuild nothing); rows grouped by ĉ memoised per tensor, one GEMM "
         "per class block, only rows whose ĉ moved regrouped (ood_core.fast.class_groups)")

@@ -56,10 +56,11 @@ class SensitivityPruning(HeadStage):
                                  "n": ((0.0, 1.0, 5.0, 10.0), (0.0, 10.0, 30.0))}[target]
         self.params = (
             Param(f"q_{target}_high", top, low=0.0, high=2.0 if target == "w" else 10.0, step=0.1, unit="%",
-                  label=f"{what}: top % pruned", help=f"{unit_help.format('top')} {_UNTUNED}", search=top_grid),
+                  label=f"{what}: top % pruned", help=f"{unit_help.format('top')} {_UNTUNED}", search=top_grid,
+                  group=what),
             Param(f"q_{target}_low", bottom, low=0.0, high=50.0, step=0.5, unit="%",
                   label=f"{what}: bottom % pruned", help=f"{unit_help.format('bottom')} {_UNTUNED}",
-                  search=bottom_grid),
+                  search=bottom_grid, group=what),
         )
         self.statistic = "opnp_weight_sensitivity" if target == "w" else "opnp_neuron_sensitivity"
         self.stats = frozenset({self.statistic})

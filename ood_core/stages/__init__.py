@@ -148,18 +148,19 @@ CLIP_BY_CHOICES = ("percentile", "value")
 
 def clip_params(clip_by: str = "percentile", clip_percentile: float = 90.0,
                 clip_value: float = 1.0) -> tuple[Param, ...]:
-    """The three clipping params (ReAct's c) with the given defaults."""
+    """The three clipping params (ReAct's c) with the given defaults, one display group: the
+    switch, then the one c it makes active."""
     return (
-        Param("clip_by", clip_by, kind="choice", choices=CLIP_BY_CHOICES, label="clip c given as",
+        Param("clip_by", clip_by, kind="choice", choices=CLIP_BY_CHOICES, label="clip c given as", group="clip",
               help="Give the clip threshold c as a percentile of ID-validation activations or as an absolute value."),
         Param("clip_percentile", float(clip_percentile), low=50.0, high=99.9, step=0.1, unit="%",
               label="c percentile",
               help="c = this percentile of ID-validation penultimate activations (when clip_by = percentile).",
-              search=CLIP_PERCENTILES, active_when=("clip_by", "percentile")),
+              search=CLIP_PERCENTILES, active_when=("clip_by", "percentile"), group="clip"),
         Param("clip_value", float(clip_value), low=0.01, high=20.0, step=0.01, unit="activation",
               label="c (absolute)",
               help="Absolute clip threshold c on penultimate activations (when clip_by = value).",
-              search=ACTIVATION_FACTORS, active_when=("clip_by", "value")),
+              search=ACTIVATION_FACTORS, active_when=("clip_by", "value"), group="clip"),
     )
 
 

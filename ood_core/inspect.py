@@ -5,7 +5,11 @@ The model runs **once** on the transformed image; the result becomes a one-row
 ODIN ε grid and perturbation is available, ODIN logits), and every fitted scorer scores
 that row. Each score is placed among the method's ID-test scores (its percentile) and
 judged at the 95 %-TPR threshold of those scores (the same threshold FPR95 uses:
-``score ≥ threshold`` → ID).
+``score ≥ threshold`` → ID); :func:`consensus` counts how many methods flag the image.
+
+Classes are named with what they are the argmax of: :attr:`Inspection.prediction` is the
+model's own (softmax of the unmodified head); a method that modifies the head (LINe's ĉ on
+clipped features) can pick another class, and the page shows both.
 """
 from __future__ import annotations
 
@@ -51,6 +55,30 @@ class MethodVerdict:
         return "ID" if self.is_id else "OOD"
 
 
+@dataclass(frozen=True)
+class Consensus:
+    """How many of the methods that scored an image flag it as OOD at their 95 %-TPR thresholds.
+
+    flagged: k; total: n (methods that scored it; skipped ones are not counted);
+    ood_methods: the k method names, in the order given.
+    """
+
+    flagged: int
+    total: int
+    ood_methods: tuple[str, ...]
+
+
+def consensus(verdicts: Mapping[str, MethodVerdict]) -> Consensus:
+    """k of n: the verdicts (by method name) that say OOD (``score < threshold``), and how many there are."""
+    ood = tuple(method for method, verdict in verdicts.items() if not verdict.is_id)
+    return Consensus(flagged=len(ood), total=len(verdicts), ood_methods=ood)
+
+
+def class_name(names: Sequence[str], index: int) -> str:
+    """The name of class ``index`` (its number when ``names`` is shorter)."""
+    return names[index] if 0 <= index < len(names) else str(index)
+
+
 @dataclass
 class Inspection:
     """Everything the Inspect page shows for one image.
@@ -67,6 +95,16 @@ class Inspection:
     top5: list[tuple[int, str, float]]
     verdicts: dict[str, MethodVerdict] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def prediction(self) -> tuple[int, str, float]:
+        """The model's prediction (class index, name, probability): argmax of the softmax of the
+        unmodified head, i.e. ``top5[0]``."""
+        return self.top5[0]
+
+    @property
+    def consensus(self) -> Consensus:
+        return consensus(self.verdicts)
 
 
 def to_display(model_input: Tensor, preprocessing: Preprocessing) -> np.ndarray:
@@ -147,8 +185,7 @@ def inspect_image(
     probabilities = torch.softmax(feats.logits[0], dim=0)
     top = probabilities.topk(min(5, probabilities.numel()))
     names = list(bench.class_names)
-    top5 = [(int(i), names[int(i)] if int(i) < len(names) else str(int(i)), float(p))
-            for p, i in zip(top.values.cpu(), top.indices.cpu())]
+    top5 = [(int(i), class_name(names, int(i)), float(p)) for p, i in zip(top.values.cpu(), top.indices.cpu())]
     result = Inspection(model_input=model_input, display=to_display(model_input, model.preprocessing),
                         features=feats, top5=top5)
     with torch.inference_mode():

@@ -56,6 +56,22 @@ class Preprocessing:
                 f"Normalize(mean={list(self.mean)}, std={list(self.std)})")
 
 
+IMAGENET_INPUT_NOTE = ("colour photos of everyday objects, animals and scenes (the {classes:,} ImageNet classes), "
+                      "one main object per image, resized and centre-cropped to {size}×{size}")
+
+
+def generic_input_note(preprocessing: Preprocessing, num_classes: int) -> str:
+    """The input a model expects, said from its preprocessing alone (no dataset known)."""
+    colour = "greyscale" if preprocessing.image_mode == "L" else "colour"
+    size = preprocessing.input_size
+    return f"{size}×{size} {colour} images of its {num_classes:,} training classes (resized and centre-cropped)"
+
+
+def imagenet_input_note(preprocessing: Preprocessing, num_classes: int = 1000) -> str:
+    """The note of an ImageNet classifier (torchvision / timm; 1k, or 21k/22k for some timm heads)."""
+    return IMAGENET_INPUT_NOTE.format(classes=num_classes, size=preprocessing.input_size)
+
+
 def gap_and_max(maps: Tensor) -> tuple[Tensor, Tensor]:
     """A GAP network's final ReLU map (N, C, H, W) → (penultimate = its global average (N, C),
     prepool_max = its spatial max (N, C)), the pair NAP reads."""
@@ -66,13 +82,15 @@ class OODModel(nn.Module):
     """Base class: subclasses implement ``forward_features`` and ``head``."""
 
     def __init__(self, name: str, num_classes: int, feature_dim: int, preprocessing: Preprocessing,
-                 class_names: tuple[str, ...] | None = None) -> None:
+                 class_names: tuple[str, ...] | None = None, input_note: str | None = None) -> None:
         super().__init__()
         self.name = name
         self.num_classes = num_classes
         self.feature_dim = feature_dim
         self.preprocessing = preprocessing
         self.class_names = class_names or tuple(str(i) for i in range(num_classes))
+        # What images the model was trained on, in words (the Inspect page shows it beside an upload).
+        self.input_note = input_note or generic_input_note(preprocessing, num_classes)
 
     # -- to implement -------------------------------------------------------------
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -34,6 +34,12 @@ CIFAR100_CLASSES: tuple[str, ...] = (
     "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
 )
 
+# What each CIFAR model expects (the Inspect page shows it beside an upload).
+CIFAR10_INPUT_NOTE = ("32×32 colour photos of the 10 CIFAR-10 classes (plane, car, bird, cat, deer, dog, frog, "
+                      "horse, ship, truck), one object filling the frame")
+CIFAR100_INPUT_NOTE = ("32×32 colour photos of the 100 CIFAR-100 classes (animals, plants, vehicles, household "
+                       "objects, people, scenes), one object filling the frame")
+
 # The statistics the DICE checkpoint was trained with (not the ImageNet ones).
 CIFAR_DENSENET_PREPROCESSING = Preprocessing(
     input_size=32, resize=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010),
@@ -85,7 +91,7 @@ class CifarDenseNet(OODModel):
 
     def __init__(self, name: str, num_classes: int, class_names: tuple[str, ...] | None = None,
                  depth: int = 100, growth_rate: int = 12, reduction: float = 0.5,
-                 preprocessing: Preprocessing = CIFAR_DENSENET_PREPROCESSING) -> None:
+                 preprocessing: Preprocessing = CIFAR_DENSENET_PREPROCESSING, input_note: str | None = None) -> None:
         layers_per_block = (depth - 4) // 6  # bottleneck layers count twice (two convs)
         planes = 2 * growth_rate
         conv1 = nn.Conv2d(3, planes, kernel_size=3, padding=1, bias=False)
@@ -97,7 +103,9 @@ class CifarDenseNet(OODModel):
                 out_planes = int(planes * reduction)
                 blocks.append(TransitionLayer(planes, out_planes))
                 planes = out_planes
-        super().__init__(name, num_classes, planes, preprocessing, class_names)
+        if input_note is None:
+            input_note = {10: CIFAR10_INPUT_NOTE, 100: CIFAR100_INPUT_NOTE}.get(num_classes)
+        super().__init__(name, num_classes, planes, preprocessing, class_names, input_note)
         self.conv1 = conv1
         self.block1, self.trans1, self.block2, self.trans2, self.block3 = blocks
         self.bn1 = nn.BatchNorm2d(planes)

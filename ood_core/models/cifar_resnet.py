@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ood_core.models.base import OODModel, Preprocessing, gap_and_max
-from ood_core.models.cifar_densenet import CIFAR10_CLASSES
+from ood_core.models.cifar_densenet import CIFAR10_CLASSES, CIFAR10_INPUT_NOTE
 from ood_core.models.loading import load_checkpoint
 from ood_core.registry import register_model
 
@@ -55,8 +55,9 @@ class CifarResNet(OODModel):
 
     def __init__(self, name: str, blocks_per_stage: int, num_classes: int = 10,
                  class_names: tuple[str, ...] | None = CIFAR10_CLASSES,
-                 preprocessing: Preprocessing = CIFAR_RESNET_PREPROCESSING) -> None:
-        super().__init__(name, num_classes, 64, preprocessing, class_names)
+                 preprocessing: Preprocessing = CIFAR_RESNET_PREPROCESSING,
+                 input_note: str | None = CIFAR10_INPUT_NOTE) -> None:
+        super().__init__(name, num_classes, 64, preprocessing, class_names, input_note)
         self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         in_planes = 16

@@ -43,6 +43,8 @@ WIDTHS = (12, 24, 48, 256)
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 PREPROCESSING = Preprocessing(input_size=28, resize=28, mean=(MNIST_MEAN,), std=(MNIST_STD,), image_mode="L")
+# MNIST's polarity: a dark digit on white is far from every training image (the Inspect page says so).
+INPUT_NOTE = "28×28 greyscale handwritten digits, light strokes on a dark background"
 
 
 class BasicBlock(nn.Module):
@@ -73,7 +75,7 @@ class DemoCNN(OODModel):
     def __init__(self, widths: tuple[int, int, int, int] = WIDTHS, num_classes: int = 10) -> None:
         c1, c2, c3, dim = widths
         super().__init__(MODEL_NAME, num_classes=num_classes, feature_dim=dim, preprocessing=PREPROCESSING,
-                         class_names=tuple(str(d) for d in range(num_classes)))
+                         class_names=tuple(str(d) for d in range(num_classes)), input_note=INPUT_NOTE)
         self.stem = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU())
         self.stage1 = BasicBlock(c1, c1)
         self.stage2 = BasicBlock(c1, c2, stride=2)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from ood_core.models.base import OODModel, Preprocessing
+from ood_core.models.base import OODModel, Preprocessing, imagenet_input_note
 from ood_core.models.loading import PretrainedWeightsError, error_summary, load_checkpoint
 from ood_core.models.torchvision_models import torch_hub_cached_file
 from ood_core.registry import OODLensError, UnknownNameError, register_model
@@ -118,8 +118,11 @@ class TimmModel(OODModel):
                 f"timm model {name!r} has a {type(head).__name__} classifier; OOD Lens needs a single "
                 "nn.Linear head (logits = penultimate · Wᵀ + b)"
             )
-        super().__init__(name, head.out_features, head.in_features, timm_preprocessing(net),
-                         _class_names(net, head.out_features))
+        preprocessing = timm_preprocessing(net)
+        class_names = _class_names(net, head.out_features)
+        # An ImageNet head (its class names resolved) gets the ImageNet note; any other the generic one.
+        note = imagenet_input_note(preprocessing, head.out_features) if class_names is not None else None
+        super().__init__(name, head.out_features, head.in_features, preprocessing, class_names, note)
         self.net = net
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from ood_core.models.base import OODModel, Preprocessing
+from ood_core.models.base import OODModel, Preprocessing, imagenet_input_note
 from ood_core.models.loading import PretrainedWeightsError, error_summary, load_checkpoint
 from ood_core.registry import register_method_defaults, register_model
 
@@ -32,7 +32,8 @@ class TorchvisionResNet(OODModel):
 
     def __init__(self, name: str, net: nn.Module, class_names: tuple[str, ...] | None,
                  preprocessing: Preprocessing = IMAGENET_PREPROCESSING) -> None:
-        super().__init__(name, net.fc.out_features, net.fc.in_features, preprocessing, class_names)
+        note = imagenet_input_note(preprocessing) if net.fc.out_features == 1000 else None
+        super().__init__(name, net.fc.out_features, net.fc.in_features, preprocessing, class_names, note)
         self.net = net
 
     def feature_map(self, x: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""ood_core.inspect: one forward pass, per-method percentile and 95 %-TPR verdict, top-5."""
+"""ood_core.inspect: one forward pass, per-method percentile and 95 %-TPR verdict, top-5, the
+consensus (k of n methods flag the image) and each model's note of the input it expects."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from ood_core import metrics
-from ood_core.inspect import inspect_image, to_display, verdict_of
+from ood_core.inspect import Consensus, MethodVerdict, consensus, inspect_image, to_display, verdict_of
 from ood_core.models.base import OODModel, Preprocessing
 from ood_core.registry import OODLensError
 from ood_core.params import Param
@@ -150,3 +151,48 @@ def test_no_methods_is_an_error(setup):
     bench, model, image = setup
     with pytest.raises(OODLensError):
         inspect_image(bench, model, image, [])
+
+
+def _verdict(method: str, score: float, threshold: float) -> MethodVerdict:
+    return MethodVerdict(method=method, score=score, percentile=50.0, threshold=threshold, is_id=score >= threshold)
+
+
+def test_consensus_counts_the_methods_that_flag_the_image():
+    verdicts = {"msp": _verdict("msp", 0.2, 0.9), "energy": _verdict("energy", 9.0, 7.0),
+                "knn": _verdict("knn", -0.5, -0.1), "line": _verdict("line", 6.0, 6.0)}  # at t: ID
+    assert consensus(verdicts) == Consensus(flagged=2, total=4, ood_methods=("msp", "knn"))
+    assert consensus({}) == Consensus(flagged=0, total=0, ood_methods=())
+    every = {m: _verdict(m, 0.0, 1.0) for m in ("a", "b", "c")}
+    assert consensus(every).flagged == consensus(every).total == 3
+
+
+def test_inspection_consensus_and_prediction_follow_its_verdicts(setup):
+    bench, model, image = setup
+    result = inspect_image(bench, model, image, ["energy-like", "needs-odin"])
+    summary = result.consensus
+    assert summary.total == 1  # the skipped method is not counted
+    assert summary.flagged == (0 if result.verdicts["energy-like"].is_id else 1)
+    # The model's prediction: the argmax of the unmodified head (top-5's first row).
+    index, name, probability = result.prediction
+    assert index == int(result.features.logits[0].argmax()) and name == f"class-{index}"
+    assert probability == pytest.approx(float(torch.softmax(result.features.logits[0], 0).max()))
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("demo-cnn", "28×28 greyscale handwritten digits, light strokes on a dark background"),
+    ("resnet20-cifar10", "32×32 colour photos of the 10 CIFAR-10 classes (plane, car, bird"),
+    ("densenet100-cifar10", "32×32 colour photos of the 10 CIFAR-10 classes (plane, car, bird"),
+    ("densenet100-cifar100", "32×32 colour photos of the 100 CIFAR-100 classes"),
+    ("resnet50", "(the 1,000 ImageNet classes)"),
+])
+def test_every_model_says_what_input_it_expects(name: str, expected: str):
+    from ood_core.models import create_model
+
+    model = create_model(name, **({} if name == "demo-cnn" else {"pretrained": False}))
+    assert expected in model.input_note
+    if name == "resnet50":
+        assert "224×224" in model.input_note
+
+
+def test_a_model_without_a_note_gets_one_from_its_preprocessing():
+    assert TinyModel().input_note == "8×8 greyscale images of its 6 training classes (resized and centre-cropped)"

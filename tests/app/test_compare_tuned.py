@@ -67,7 +67,7 @@ def test_summary_says_how_far_tuning_moved_each_method():
     changed = {"line": {"delta": 2.0}, "knn": {"k": 1}, "msp": {}, "collapsed": {}}
     lines = export.summary_lines(tuned, ["near", "far"], titles={"line": "LINe", "knn": "KNN"}, defaults=defaults,
                                  changed=changed)
-    assert lines[1].endswith("Tuning changed LINe's average FPR95 by −12.0 pt, KNN's by +2.0 pt; "
+    assert lines[1].endswith("Tuning changed LINe's average FPR95 by -12.0 pt, KNN's by +2.0 pt; "
                              "2 methods kept their defaults.")
     unchanged = export.summary_lines(tuned, ["near", "far"], defaults=tuned, changed={})
     assert unchanged[1].endswith("Tuning kept the defaults of every method shown (4 methods).")
@@ -83,8 +83,9 @@ def test_exports_of_a_tuned_table_add_the_chosen_column_only():
     frame = export.metrics_table(results, ["near", "far"])
     chosen = {"msp": "defaults (nothing to tune)", "line": "delta=2, p_a=50", "knn": "k=1"}
     plain_csv, tuned_csv = export.to_csv(frame), export.to_csv(frame, chosen)
-    assert tuned_csv.splitlines()[0] == plain_csv.splitlines()[0] + "," + export.CHOSEN_LABEL
-    assert tuned_csv.splitlines()[2].endswith(',"delta=2, p_a=50"')
+    assert tuned_csv.splitlines()[0] == plain_csv.splitlines()[0] + ",chosen"
+    line_near = tuned_csv.splitlines()[4]  # long CSV: msp near/far/average, then line
+    assert line_near.startswith("line,near,") and line_near.endswith(',"delta=2, p_a=50"')
     markdown = export.to_markdown(frame, chosen)
     assert markdown.splitlines()[0].endswith(f"| {export.CHOSEN_LABEL} |")
     assert "| k=1 |" in markdown and export.CHOSEN_LABEL not in export.to_markdown(frame)
@@ -109,6 +110,7 @@ def test_interval_table_marks_the_best_and_the_tied():
     best = table.comparisons["average"]["fpr95"].best
     cell = frame.loc[best, ("average", "FPR95 ↓")]
     assert export.is_best_cell(cell) and cell.count("[") == 1
+    assert frame.loc["weak", ("", "ID acc.")] == "90.0"  # one decimal, as every rate
     point = 100 * results[best].average.fpr95
     assert cell.startswith(f"{point:.1f}{export.BEST_MARK} [")
     weak = frame.loc["weak", ("a", "AUROC ↑")]

@@ -1,6 +1,6 @@
 """Compare: the metrics table of the chosen methods on the chosen OOD sets, ROC curves, exports.
 
-Two views of the same table, both kept in the URL: ``mode=tuned`` (hyperparameters chosen on
+Two views of the same table, both kept in the URL (``app/url_state.py``): ``mode=tuned`` (hyperparameters chosen on
 the ID validation split against ``val-outliers:<id>``, figures on the test sets at that
 setting; absent: the published defaults) and ``ci=on`` (95 % bootstrap intervals, the best
 value per column and the values not significantly different from it marked). Every number
@@ -8,64 +8,25 @@ comes from ``ood_core`` (``resources``); this page only lays them out.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from app import charts, export, resources
+from app import charts, export, fmt, resources, url_state
 from ood_core import metrics
 from ood_core.report_formats import chosen_label
 
 MODE_KEY = "compare_mode"
 CI_KEY = "compare_ci"
 MODES = {"defaults": "published defaults", "tuned": "tuned on validation"}
-URL_MODE = "mode"   # query parameter: "tuned" (absent: published defaults)
-URL_CI = "ci"       # query parameter: "on" (absent: the plain table)
-_TRUE, _FALSE = ("on", "true", "1", "yes"), ("off", "false", "0", "no")
 BEST_STYLE = "font-weight: 700; background-color: #dbeafe"
-
-
-def _parse_mode(raw: str) -> str | None:
-    return raw if raw in MODES else None
-
-
-def _parse_ci(raw: str) -> bool | None:
-    raw = raw.strip().lower()
-    return True if raw in _TRUE else False if raw in _FALSE else None
-
-
-def _restore(key: str, url_name: str, parse: Callable[[str], Any], default: Any) -> None:
-    """Give a Compare control its starting value: the live widget's, else the value this session
-    last had (kept under ``_<key>`` while another page was shown), else the URL's, else ``default``."""
-    state = st.session_state
-    if key in state:
-        return
-    if f"_{key}" in state:
-        state[key] = state[f"_{key}"]
-        return
-    raw = st.query_params.get(url_name)
-    value = parse(raw) if raw else None
-    if raw and value is None:
-        st.warning(f"Ignored {url_name}={raw} from the address; using the default.", icon="⚠️")
-    state[key] = default if value is None else value
-
-
-def _remember(key: str, url_name: str, value: Any, encoded: str | None) -> None:
-    """Keep a control's value for this session and mirror it in the URL (absent when default)."""
-    st.session_state[f"_{key}"] = value
-    query = st.query_params
-    if encoded is None:
-        if url_name in query:
-            del query[url_name]
-    elif query.get(url_name) != encoded:
-        query[url_name] = encoded
 
 
 def _controls() -> tuple[str, bool, bool]:
     """(mode, intervals shown, OOD-positive FPR95) from the page's controls."""
-    _restore(MODE_KEY, URL_MODE, _parse_mode, "defaults")
-    _restore(CI_KEY, URL_CI, _parse_ci, False)
+    for key in (MODE_KEY, CI_KEY, "ood_positive"):  # URL mode=, ci=, pos= (app/url_state.py)
+        url_state.control(key)
     left, right = st.columns([3, 2])
     mode = left.segmented_control(
         "Hyperparameters", list(MODES), key=MODE_KEY, format_func=MODES.get, required=True,
@@ -75,8 +36,6 @@ def _controls() -> tuple[str, bool, bool]:
     show_ci = right.toggle("95 % intervals", key=CI_KEY,
                            help="Bootstrap intervals of FPR95 and AUROC (1,000 paired resamples of the ID test and "
                                 "OOD scores); marks the values not significantly different from each column's best.")
-    _remember(MODE_KEY, URL_MODE, mode, "tuned" if mode == "tuned" else None)
-    _remember(CI_KEY, URL_CI, show_ci, "on" if show_ci else None)
     ood_positive = st.toggle(
         "FPR95 with OOD as the positive class (OpenOOD / pytorch-ood convention)", key="ood_positive",
         disabled=show_ci,
@@ -140,7 +99,7 @@ def _highlight_best(frame: pd.DataFrame, flat: pd.DataFrame, chosen: dict[str, s
     def style(column: pd.Series) -> list[str]:
         winner = winners.get(column.name)
         return [BEST_STYLE if winner is not None and idx == winner else "" for idx in column.index]
-    return shown.style.apply(style, axis=0).format("{:.2f}", subset=list(flat.columns))
+    return shown.style.apply(style, axis=0).format(fmt.RATE_FORMAT, subset=list(flat.columns))
 
 
 def _highlight_intervals(table: pd.DataFrame, chosen: dict[str, str] | None = None):
@@ -149,6 +108,28 @@ def _highlight_intervals(table: pd.DataFrame, chosen: dict[str, str] | None = No
     if chosen is not None:
         shown[export.CHOSEN_LABEL] = [chosen.get(label, "") for label in shown.index]
     return shown.style.map(lambda cell: BEST_STYLE if export.is_best_cell(cell) else "")
+
+
+def _downloads(bench, frame: pd.DataFrame, chosen: dict[str, str] | None, setting: str) -> None:
+    """The table as CSV (long, ASCII headers, rates as fractions), LaTeX (booktabs, the layout
+    chosen beside the buttons) and Markdown."""
+    layout_column, *buttons = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
+    url_state.control("export_latex_layout", options=list(export.LATEX_LAYOUTS))  # URL latex=
+    layout = layout_column.radio(
+        "LaTeX layout", list(export.LATEX_LAYOUTS), key="export_latex_layout", horizontal=True,
+        format_func=export.LATEX_LAYOUTS.get,
+        help="One block of rows per OOD set plus the average (5 columns), or the averages only: both fit a page.")
+    stem = f"ood-lens_{bench.model}_{bench.id_dataset}" + ("_tuned" if chosen is not None else "")
+    caption = f"OOD detection with {bench.model} on {bench.id_dataset}, {setting}."
+    buttons[0].download_button(
+        "CSV", export.to_csv(frame, chosen), f"{stem}.csv", "text/csv", key="export_csv",
+        help="One row per method and OOD set (and the average); ASCII headers "
+             f"{', '.join(export.CSV_COLUMNS)}; rates as fractions in [0, 1], as `ood_core.report --format csv`.")
+    buttons[1].download_button("LaTeX", export.to_latex(frame, chosen, layout=layout or "blocks", caption=caption),
+                               f"{stem}.tex", "text/x-tex", key="export_latex",
+                               help="A booktabs table (`\\usepackage{booktabs}`) with a caption and label to edit.")
+    buttons[2].download_button("Markdown", export.to_markdown(frame, chosen), f"{stem}.md", "text/markdown",
+                               key="export_markdown")
 
 
 def render() -> None:
@@ -193,8 +174,9 @@ def render() -> None:
     fpr_note = ("FPR95 here is OOD-positive (OpenOOD / pytorch-ood)." if ood_positive
                 else "FPR95 follows the papers (ID positive).")
     setting = "at each method's setting tuned on validation" if tuned else "at the published defaults"
-    st.caption(f"{bench.model} on {bench.id_dataset}, {setting}: ID test accuracy {100 * base_accuracy:.2f} % "
-               f"({len(bench.id_test)} ID test images). Rates in %; best per column highlighted. {fpr_note}")
+    st.caption(f"{bench.model} on {bench.id_dataset}, {setting}: ID test accuracy {fmt.rate(base_accuracy)} "
+               f"({fmt.count(len(bench.id_test), 'ID test image')}). Rates in %; best per column highlighted. "
+               f"{fpr_note}")
     if show_ci:
         intervals = resources.bootstrap(bench, results, oods, mode=protocol if tuned else "defaults")
         table = export.interval_table(results, oods, intervals, titles=titles)
@@ -205,9 +187,10 @@ def render() -> None:
                      width="stretch", on_select="ignore")
     if tuned:
         protocol_line = protocol.describe(bench.id_dataset)
-        rows = ", ".join(f"{name} {int(f.logits.shape[0]):,}" for name, f in bench.val_ood.items()
+        rows = ", ".join(f"{name} ({fmt.count(int(f.logits.shape[0]), 'row')})" for name, f in bench.val_ood.items()
                          if name in protocol.val_ood)
-        st.caption(f"{protocol_line} Selection rows: {bench.id_dataset} val {int(bench.id_val.logits.shape[0]):,}, "
+        id_rows = fmt.count(int(bench.id_val.logits.shape[0]), "row")
+        st.caption(f"{protocol_line} Selection: {bench.id_dataset} val ({id_rows}), "
                    f"{rows}. The test figures are at the chosen setting; \"{export.CHOSEN_LABEL}\" lists what "
                    "tuning changed. The test-tuned oracle is on the Sweep page, labelled as such.")
     for method, result in results.items():
@@ -224,19 +207,15 @@ def render() -> None:
             lines.append(f"- **{title}** — {text or 'no description declared'}")
         st.markdown("\n".join(lines))
 
-    downloads = st.columns(3)
-    stem = f"ood-lens_{bench.model}_{bench.id_dataset}" + ("_tuned" if tuned else "")
-    downloads[0].download_button("CSV", export.to_csv(frame, chosen), f"{stem}.csv", "text/csv", key="export_csv")
-    downloads[1].download_button("LaTeX", export.to_latex(frame, chosen), f"{stem}.tex", "text/x-tex",
-                                 key="export_latex")
-    downloads[2].download_button("Markdown", export.to_markdown(frame, chosen), f"{stem}.md", "text/markdown",
-                                 key="export_markdown")
+    _downloads(bench, frame, chosen, setting)
 
     st.subheader("ROC curves")
+    url_state.control("roc_ood", options=list(oods))  # URL roc=
     ood_name = st.selectbox("OOD set", list(oods), key="roc_ood")
     curves = {titles[m]: metrics.roc_points(r.id_scores, r.ood_scores[ood_name]) for m, r in results.items()}
-    st.plotly_chart(charts.roc_curves(curves, title=f"ROC: {bench.id_dataset} vs {ood_name}"), width="stretch",
-                    key="roc_chart")
+    st.plotly_chart(charts.roc_curves(curves, title=f"ROC: {bench.id_dataset} vs {ood_name}",
+                                      styles={titles[m]: charts.method_style(m) for m in results}),
+                    width="stretch", key="roc_chart")
 
 
 if __name__ == "__main__":

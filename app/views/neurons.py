@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import charts, resources
+from app import charts, resources, url_state
 from ood_core import neurons
 
 
@@ -12,11 +12,14 @@ from ood_core import neurons
 def overlap_panel(bench) -> None:
     contribution = bench.stats["class_contribution"]  # (K, D), C[c] = W[c] ⊙ μ_c
     k, d = contribution.shape
+    for key in ("neurons_top", "neurons_over", "neurons_denominator"):  # URL n.top=, n.over=, n.share=
+        url_state.control(key)
     cols = st.columns(3)
-    top = cols[0].slider("x: top-x % neurons per class", 1.0, 50.0, 10.0, 1.0, key="neurons_top")
-    over = cols[1].slider("o: important for more than o % of classes", 0.0, 90.0, 20.0, 5.0, key="neurons_over")
+    top = cols[0].slider("x: top-x % neurons per class", 1.0, 50.0, step=1.0, key="neurons_top")
+    over = cols[1].slider("o: important for more than o % of classes", 0.0, 90.0, step=5.0, key="neurons_over")
     denominator = cols[2].radio("share of", ["D", "important"], key="neurons_denominator", horizontal=True,
                                 format_func=lambda v: "all D neurons" if v == "D" else "neurons important to ≥1 class")
+    url_state.write()  # a fragment: its sliders update the address too
     share = neurons.neuron_overlap(contribution, top, over, denominator)
     st.metric("Overlap (LINe Table 8)", "n/a" if np.isnan(share) else f"{100 * share:.1f} %")
     st.caption(f"{k} classes × {d} neurons; each class keeps its top {top:g} % "
@@ -24,12 +27,14 @@ def overlap_panel(bench) -> None:
     left, right = st.columns(2)
     left.plotly_chart(charts.distribution({"n_j / K": neurons.overlap_histogram(contribution, top)},
                                           title="Share of classes for which each neuron is important",
-                                          x_title="n_j / K", bins=min(k + 1, 50)),
+                                          x_title="n_j / K", y_title="neurons", bins=min(k + 1, 50),
+                                          value_range=(0.0, 1.0)),
                       width="stretch", key="neurons_overlap_hist")
     matrix = neurons.class_overlap_matrix(contribution, top)
     names = list(bench.class_names)
     right.plotly_chart(charts.heatmap(matrix.cpu().numpy(), x=names, y=names, colorscale="Blues",
-                                      title="Jaccard overlap of classes' important sets"),
+                                      title="Jaccard overlap of classes' important sets", x_title="class",
+                                      y_title="class", colour_title="Jaccard", zmin=0.0, zmax=1.0),
                        width="stretch", key="neurons_class_overlap")
 
 
@@ -40,19 +45,20 @@ def masks_panel(bench) -> None:
     names = list(bench.class_names)
     st.plotly_chart(charts.heatmap(contribution[:, order].numpy(), x=[str(int(j)) for j in order], y=names,
                                    colorscale="RdBu", zmid=0.0, title="Class × neuron contribution C = W ⊙ μ_c",
-                                   x_title="neuron (sorted by mean |C|)"),
+                                   x_title="neuron (sorted by mean |C|)", y_title="class", colour_title="C"),
                     width="stretch", key="neurons_contribution")
     try:
         line = bench.scorer("line")
     except Exception as error:  # noqa: BLE001
         st.info(f"LINe masks unavailable: {resources.friendly_error(error)}")
         return
-    p_a = st.slider("p_a (neurons dropped per class, %)", 0.0, 99.0, float(line.defaults().get("p_a", 90.0)), 1.0,
-                    key="neurons_p_a")
+    url_state.control("neurons_p_a", default=float(line.defaults().get("p_a", 90.0)))  # URL n.p_a=
+    p_a = st.slider("p_a (neurons dropped per class, %)", 0.0, 99.0, step=1.0, key="neurons_p_a")
+    url_state.write()  # a fragment: its slider updates the address too
     mask = line.activation_mask(p_a).float().cpu()
-    st.plotly_chart(charts.heatmap(mask[:, order].numpy(), x=[str(int(j)) for j in order], y=names,
-                                   colorscale="Greys", title=f"LINe activation masks m_c at p_a = {p_a:g} %",
-                                   x_title="neuron"),
+    st.plotly_chart(charts.binary_mask(mask[:, order].numpy(), x=[str(int(j)) for j in order], y=names,
+                                       title=f"LINe activation masks m_c at p_a = {p_a:g} %",
+                                       x_title="neuron (sorted by mean |C|)", y_title="class"),
                     width="stretch", key="neurons_mask")
 
 
@@ -69,18 +75,21 @@ def render() -> None:
     st.subheader("DICE contributions and OPNP sensitivities")
     values = {}
     try:
-        dice = bench.scorer("dice")
-        values["DICE contribution m̄ ⊙ W"] = dice.contribution.reshape(-1)
+        bench.scorer("dice")  # shown only where DICE fits on this cache
+        values["DICE contribution m̄ ⊙ W"] = (bench.stats["feature_mean"].float()[None, :]
+                                             * bench.head_weight.float()).reshape(-1)
     except Exception:  # noqa: BLE001
         pass
     left, right = st.columns(2)
     if values:
-        left.plotly_chart(charts.distribution(values, title="DICE contributions (K·D)", log_y=True),
+        left.plotly_chart(charts.distribution(values, title="DICE contributions (K·D)", x_title="m̄_j · W_kj",
+                                              y_title="weights", log_y=True),
                           width="stretch", key="neurons_dice")
     if "opnp_weight_sensitivity" in bench.stats:
         right.plotly_chart(charts.distribution({"weights S[k, j]": bench.stats["opnp_weight_sensitivity"],
                                                 "neurons s_j": bench.stats["opnp_neuron_sensitivity"]},
-                                               title="OPNP sensitivities", log_y=True),
+                                               title="OPNP sensitivities", x_title="sensitivity",
+                                               y_title="count", log_y=True),
                            width="stretch", key="neurons_opnp")
 
 

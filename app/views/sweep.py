@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, resources
+from app import charts, resources, url_state
 from app.views.tune import picked_method
 from ood_core.sweep import grid_values, run_sweep
 
@@ -24,11 +24,17 @@ def render() -> None:
         return
     cols = st.columns(4)
     names = list(params)
+    # each control's value settled first: the address's (s.x=, s.y=, s.n=, s.val=, s.by=), else the session's
+    url_state.control("sweep_axis1", options=names)
     first = cols[0].selectbox("Axis 1", names, key="sweep_axis1")
-    second = cols[1].selectbox("Axis 2", ["(none)", *[n for n in names if n != first]], key="sweep_axis2")
-    count = cols[2].slider("Points per axis", 2, 12, 5, key="sweep_points")
-    val_ood = cols[3].selectbox("Validation OOD set (held out from testing)", list(oods), key="sweep_val_ood",
-                                index=len(oods) - 1)
+    seconds = ["(none)", *[n for n in names if n != first]]
+    url_state.control("sweep_axis2", options=seconds)
+    second = cols[1].selectbox("Axis 2", seconds, key="sweep_axis2")
+    url_state.control("sweep_points")
+    url_state.control("sweep_val_ood", options=list(oods), default=oods[-1])
+    url_state.control("sweep_objective")
+    count = cols[2].slider("Points per axis", 2, 12, key="sweep_points")
+    val_ood = cols[3].selectbox("Validation OOD set (held out from testing)", list(oods), key="sweep_val_ood")
     objective = st.radio("Select by", ["fpr95", "auroc"], key="sweep_objective", horizontal=True,
                          format_func=lambda o: "lowest FPR95" if o == "fpr95" else "highest AUROC")
     axes = {first: grid_values(params[first], count)}
@@ -38,7 +44,10 @@ def render() -> None:
     st.caption(f"Validation: {bench.id_dataset} val vs {val_ood}. Test: {bench.id_dataset} test vs "
                f"{', '.join(test_oods)}. Other hyperparameters at their defaults.")
     key = (bench.fingerprint, method, tuple((n, tuple(v)) for n, v in axes.items()), val_ood, objective)
-    if st.button("Run sweep", key="sweep_run", type="primary"):
+    stored = st.session_state.get("sweep_result")
+    # a shared link with s.run=on shows the same chart and table: the sweep runs again on load
+    from_link = url_state.requested("sweep_ran") and (stored is None or stored[0] != key)
+    if st.button("Run sweep", key="sweep_run", type="primary") or from_link:
         bar = st.progress(0.0, text="Sweeping…")
         try:
             result = run_sweep(bench, method, axes, val_ood=bench.ood[val_ood], val_ood_name=val_ood,
@@ -51,14 +60,19 @@ def render() -> None:
         bar.empty()
         st.session_state["sweep_result"] = (key, result)
     stored = st.session_state.get("sweep_result")
+    st.session_state["sweep_ran"] = stored is not None and stored[0] == key  # URL s.run=on
     if stored is None or stored[0] != key:
         st.info("Set the grid and press **Run sweep**.")
         return
     result = stored[1]
-    figure = st.radio("Show", ["val_fpr95", "val_auroc", "test_fpr95", "test_auroc", "test_id_accuracy"],
-                      key="sweep_figure", horizontal=True)
+    # the figure the sweep selects by comes first, so it is what "Show" starts on
+    shown = [f"val_{objective}", *(f for f in charts.SWEEP_FIGURES if f != f"val_{objective}")]
+    url_state.control("sweep_figure", options=shown)  # URL s.show=
+    figure = st.radio("Show", shown, key="sweep_figure", horizontal=True, format_func=charts.SWEEP_FIGURES.get)
     st.plotly_chart(charts.sweep_figure(100 * result.grid(figure), result.axes, best=result.best_index,
-                                        oracle=result.oracle_index, title=f"{method}: {figure} (%)",
+                                        oracle=result.oracle_index,
+                                        title=f"{resources.method_title(method)}: {charts.SWEEP_FIGURES[figure]}",
+                                        value_title=f"{charts.SWEEP_FIGURES[figure]} (%)",
                                         degenerate=result.degenerate),
                     width="stretch", key="sweep_chart")
     rows = {"best on validation": result.best, "oracle (test-tuned, optimistic)": result.oracle}
@@ -71,7 +85,7 @@ def render() -> None:
                    "were not considered; they are marked in the chart and the table below.", icon="⚠️")
     with st.expander("Every grid point (ID accuracy of the head included)", expanded=bool(result.degenerate.any())):
         everything = pd.DataFrame([_point_row(point) for point in result.points])
-        st.dataframe(everything, key="sweep_points", width="stretch", hide_index=True)
+        st.dataframe(everything, key="sweep_grid", width="stretch", hide_index=True)
 
 
 def _point_row(point) -> dict:

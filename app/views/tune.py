@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, resources, url_state, widgets
+from app import charts, fmt, resources, url_state, widgets
 from ood_core import metrics
 
 REFERENCE = "energy"
@@ -19,21 +19,25 @@ def method_picker(default: str = "line") -> str:
     from ood_core.scorers import list_scorers
 
     names = [m for m in list_scorers() if not m.endswith("<name>")]
-    if st.session_state.get("method") not in names:
-        st.session_state["method"] = default if default in names else names[0]
+    url_state.control("method", options=names, default=default if default in names else names[0])
     return st.selectbox("Method", names, key="method", on_change=_on_method_change,
                         format_func=lambda m: f"{resources.method_title(m)} ({m})")
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f} %"
+def _delta(change: float, colour: str, degenerate: bool) -> dict[str, str]:
+    """st.metric's delta keywords for a change of a rate (fraction): ``"+1.2 pt"``; grey without
+    an arrow when it rounds to zero or when the setting is degenerate (never shown as a win)."""
+    flat = degenerate or fmt.points(change) in {fmt.points(0.0), fmt.NA}
+    return {"delta": fmt.points(change), "delta_color": "off" if flat else colour,
+            "delta_arrow": "off" if flat else "auto"}
 
 
 @st.fragment
 def live_panel(bench, method: str, oods: tuple[str, ...]) -> None:
     """Widgets and everything they drive (a fragment: a slider reruns only this)."""
     scorer = bench.scorer(method)
-    declared = scorer.declared_params()
+    declared = scorer.display_params()  # declared order for display: each switch before what it enables
+    url_state.declare_params(declared)  # a value at its default stays out of the URL
     with st.container(border=True):
         values = widgets.param_widgets(declared, activations_sorted=bench.stats.get("val_activations_sorted"),
                                        columns=3)
@@ -49,34 +53,49 @@ def live_panel(bench, method: str, oods: tuple[str, ...]) -> None:
     if result.degenerate:  # named beside the metrics, never shown as a win
         st.warning(f"Degenerate setting: {'; '.join(result.degenerate)}. These figures cannot be compared "
                    "with other settings or methods.", icon="⚠️")
-    delta_colour = "off" if result.degenerate else "inverse"
+    # values fmt.rate, deltas fmt.points alone ("+1.2 pt"): a column is ~130 px wide on a 1024 px
+    # screen and Streamlit cuts a longer delta off, so what a delta is measured from is said in
+    # the help and in the caption under the row (which wraps)
+    ref_title, degenerate = resources.method_title(REFERENCE), bool(result.degenerate)
     cols = st.columns(4)
-    cols[0].metric("FPR95 (avg, ↓)", _pct(average.fpr95), f"{100 * (average.fpr95 - base.fpr95):+.2f} pt vs defaults",
-                   delta_color=delta_colour)
-    cols[1].metric("AUROC (avg, ↑)", _pct(average.auroc), f"{100 * (average.auroc - base.auroc):+.2f} pt vs defaults",
-                   delta_color="off" if result.degenerate else "normal")
-    cols[2].metric("ID accuracy of the head", _pct(result.id_accuracy),
-                   f"{100 * (result.id_accuracy - result.base_id_accuracy):+.2f} pt vs the unmodified model")
+    cols[0].metric("FPR95 (avg, ↓)", fmt.rate(average.fpr95),
+                   **_delta(average.fpr95 - base.fpr95, "inverse", degenerate),
+                   help="FPR at 95 % TPR, averaged over the OOD sets; the change is from this method's defaults.")
+    cols[1].metric("AUROC (avg, ↑)", fmt.rate(average.auroc),
+                   **_delta(average.auroc - base.auroc, "normal", degenerate),
+                   help="AUROC averaged over the OOD sets; the change is from this method's defaults.")
+    cols[2].metric("ID accuracy", fmt.rate(result.id_accuracy),
+                   **_delta(result.id_accuracy - result.base_id_accuracy, "normal", degenerate),
+                   help="Test accuracy of the modified head; the change is from the unmodified model's "
+                        f"{fmt.rate(result.base_id_accuracy)}.")
+    compared = [f"FPR95 and AUROC from {resources.method_title(method)}'s defaults",
+                f"ID accuracy from the unmodified model ({fmt.rate(result.base_id_accuracy)})"]
     if reference is not None:
-        cols[3].metric(f"Δ FPR95 vs {resources.method_title(REFERENCE)}",
-                       f"{100 * (average.fpr95 - reference.average.fpr95):+.2f} pt",
-                       f"{resources.method_title(REFERENCE)}: {_pct(reference.average.fpr95)}", delta_color="off",
-                       delta_arrow="off")
-    rows = {name: {"FPR95": 100 * m.fpr95, "AUROC": 100 * m.auroc,
-                   "Δ FPR95 vs defaults": 100 * (m.fpr95 - default.metrics[name].fpr95),
-                   **({f"Δ FPR95 vs {resources.method_title(REFERENCE)}": 100 * (m.fpr95 - reference.metrics[name].fpr95)}
+        cols[3].metric(f"FPR95 − {ref_title}", fmt.points(average.fpr95 - reference.average.fpr95),
+                       help=f"This setting's average FPR95 minus {ref_title}'s at its defaults "
+                            f"({fmt.rate(reference.average.fpr95)}).")
+        compared.append(f"{ref_title} at its defaults: FPR95 {fmt.rate(reference.average.fpr95)}")
+    st.caption("Changes: " + "; ".join(compared) + ".")
+    rate_columns = {"FPR95 (%)": "fpr95", "AUROC (%)": "auroc"}
+    rows = {name: {**{column: 100 * getattr(m, field) for column, field in rate_columns.items()},
+                   "Δ FPR95 vs defaults (pt)": 100 * (m.fpr95 - default.metrics[name].fpr95),
+                   **({f"Δ FPR95 vs {ref_title} (pt)": 100 * (m.fpr95 - reference.metrics[name].fpr95)}
                       if reference is not None else {})}
             for name, m in result.metrics.items()}
-    st.dataframe(pd.DataFrame.from_dict(rows, orient="index").round(2), key="tune_table", width="stretch")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    # one decimal everywhere: rates in %, differences in signed points (no "-0.0")
+    styled = table.style.format(fmt.RATE_FORMAT, subset=list(rate_columns)).format(
+        lambda pt: fmt.points(pt / 100).removesuffix(" pt"), subset=[c for c in table.columns if c not in rate_columns])
+    st.dataframe(styled, key="tune_table", width="stretch")
     threshold = next(iter(result.metrics.values())).threshold  # the 95 %-TPR threshold on ID test scores
-    left, right = st.columns(2)
-    left.plotly_chart(charts.score_histograms(result.id_scores, result.ood_scores, threshold=threshold,
-                                              title=f"{resources.method_title(method)} scores"),
-                      width="stretch", key="tune_histogram")
     # ~200 points per curve draw the same line and keep the browser's re-render short on a slider move
     curves = {name: metrics.roc_points(result.id_scores, scores, max_points=200)
               for name, scores in result.ood_scores.items()}
-    right.plotly_chart(charts.roc_curves(curves), width="stretch", key="tune_roc")
+    # one figure (histograms | ROC, one legend): Streamlit remounts a chart whose data change, so
+    # one mount per move instead of two
+    figure = charts.scores_and_roc(result.id_scores, result.ood_scores, curves, threshold=threshold,
+                                   title=f"{resources.method_title(method)}: score histograms and ROC (ID positive)")
+    st.plotly_chart(charts.Prebuilt(figure), width="stretch", key="tune_charts")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -48,13 +48,18 @@ _OBSERVER_JS = """
   if (window.__oodLens === undefined || window.__oodLens.app !== app) {
     const state = {app: app, runs: 0, idleAt: 0, runningAt: 0, sawRunning: false};
     window.__oodLens = state;
-    new MutationObserver(() => {
-      const s = app.getAttribute('data-test-script-state');
-      if (s === 'running' && !state.sawRunning) { state.sawRunning = true; state.runningAt = performance.now(); }
-      else if (s === 'notRunning' && state.sawRunning) {
-        state.sawRunning = false; state.runs += 1; state.idleAt = performance.now();
-      }
-    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+    // Walk every record, not just the current value: a running -> notRunning pair delivered in
+    // one batch would otherwise never be counted (each record's new value is the next one's old
+    // value; the last record's is the attribute's current value).
+    new MutationObserver(records => {
+      records.forEach((record, i) => {
+        const s = i + 1 < records.length ? records[i + 1].oldValue : app.getAttribute('data-test-script-state');
+        if (s === 'running' && !state.sawRunning) { state.sawRunning = true; state.runningAt = performance.now(); }
+        else if (s === 'notRunning' && state.sawRunning) {
+          state.sawRunning = false; state.runs += 1; state.idleAt = performance.now();
+        }
+      });
+    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state'], attributeOldValue: true});
   }
   return window.__oodLens.runs;
 }

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 
+from app import fmt
 from tests.e2e import harness
 
 _missing = harness.missing_requirement()
@@ -83,7 +84,7 @@ def test_tune_slider_changes_metrics(page: Any, app_url: str, demo_bench: Any) -
     assert len(before) == 4, before  # FPR95, AUROC, ID accuracy of the head, FPR95 vs Energy
     slider.focus()
     after = before
-    for _ in range(10):  # one step may round to the same 2-decimal percentages: step until it shows
+    for _ in range(10):  # one step may round to the same 1-decimal percentages: step until it shows
         harness.after_rerun(page, lambda: page.keyboard.press("ArrowRight"))
         after = harness.metric_values(page)
         if after != before:
@@ -96,8 +97,8 @@ def test_tune_slider_changes_metrics(page: Any, app_url: str, demo_bench: Any) -
     assert float(query_of(page)[f"p.{first.name}"]) == pytest.approx(new_value), "the URL does not follow the slider"
     # The number on screen is the library's, at the slider's new value.
     result = evaluate_method(demo_bench, "line", {first.name: new_value})
-    assert metric_text(page, "FPR95 (avg") == f"{100 * result.average.fpr95:.2f} %"
-    assert metric_text(page, "AUROC (avg") == f"{100 * result.average.auroc:.2f} %"
+    assert metric_text(page, "FPR95 (avg") == fmt.rate(result.average.fpr95)
+    assert metric_text(page, "AUROC (avg") == fmt.rate(result.average.auroc)
     assert_no_exception(page)
 
 
@@ -117,11 +118,12 @@ def test_shared_url_restores_state(page: Any, app_url: str, demo_bench: Any) -> 
     assert "demo-faces" not in chips.inner_text()
     # The metrics are those of LINe at δ = 2.5 without weight pruning on exactly these sets.
     result = evaluate_method(demo_bench, "line", {"delta": 2.5, "use_wp": False}, ood=oods)
-    assert metric_text(page, "FPR95 (avg") == f"{100 * result.average.fpr95:.2f} %"
-    assert metric_text(page, "AUROC (avg") == f"{100 * result.average.auroc:.2f} %"
+    assert metric_text(page, "FPR95 (avg") == fmt.rate(result.average.fpr95)
+    assert metric_text(page, "AUROC (avg") == fmt.rate(result.average.auroc)
     # ... and the address still describes the view (shareable again).
     shown = query_of(page)
-    assert shown.get("page") == "tune" and shown.get("method") == "line"
+    # the page is the path (a legacy ?page= link is read once); LINe is the default method, left out
+    assert urlparse(page.url).path == "/tune" and "page" not in shown and "method" not in shown
     assert float(shown["p.delta"]) == pytest.approx(2.5) and shown["p.use_wp"] == "false"
     assert shown.get("ood", "").split(",") == oods
     assert_no_exception(page)

@@ -121,27 +121,6 @@ class LatencyResult:
         return self.metrics_passed and self.whole_passed
 
 
-# keydown time in the page's clock (capture phase: before the slider's own handler runs)
-_KEYDOWN_JS = """
-() => { if (!window.__oodKeyHooked) { window.__oodKeyHooked = true;
-  document.addEventListener('keydown', () => { window.__oodKeyAt = performance.now(); }, {capture: true}); } }
-"""
-# performance.now() when the metric texts first differ from `before` (a MutationObserver:
-# Streamlit streams the metrics before the charts of the same rerun, so this is when the
-# user sees the new numbers; the rerun's end also waits for the charts).
-_WATCH_METRICS_JS = """
-(before) => {
-  window.__oodMetricsAt = null;
-  if (window.__oodMetricsObserver) window.__oodMetricsObserver.disconnect();
-  const read = () => Array.from(document.querySelectorAll("[data-testid='stMetricValue']")).map(e => e.innerText.trim());
-  const observer = new MutationObserver(() => {
-    if (window.__oodMetricsAt === null && JSON.stringify(read()) !== JSON.stringify(before))
-      window.__oodMetricsAt = performance.now();
-  });
-  observer.observe(document.body, {subtree: true, childList: true, characterData: true});
-  window.__oodMetricsObserver = observer;
-}
-"""
 # performance.now() of the last DOM change inside any plotly chart, and which charts changed
 # (plotly redraws its SVG in place: every trace path, axis tick and legend entry is a mutation)
 _WATCH_CHARTS_JS = """
@@ -214,7 +193,7 @@ def measure(page: Any, server_url: str, scale: Scale, moves: int, slider_key: st
     errors = page.get_by_test_id("stAlertContentError")
     if errors.count():
         raise SystemExit(f"[{scale.name}] the app shows an error: {errors.first.inner_text()}")
-    page.evaluate(_KEYDOWN_JS)
+    page.evaluate(harness.KEYDOWN_JS)
     keyed = page.locator(f".st-key-{slider_key}").get_by_role("slider")  # a native range input
     slider = keyed.first if keyed.count() else page.get_by_role("slider").first
     slider.focus()
@@ -222,7 +201,7 @@ def measure(page: Any, server_url: str, scale: Scale, moves: int, slider_key: st
     for move in range(moves + 1):  # move 0 warms up (first figures, first plotly serialisation)
         before = harness.metric_values(page)
         runs = harness.run_count(page)
-        page.evaluate(_WATCH_METRICS_JS, before)
+        page.evaluate(harness.WATCH_METRICS_JS, before)
         page.evaluate(_WATCH_CHARTS_JS)
         wall_start = time.perf_counter()
         page.keyboard.press(key)

@@ -56,28 +56,9 @@ MIB = 1024 * 1024
 # verdict's bound is half of that (what does grow: Streamlit's per-session state and messages).
 MAX_GROWTH_PER_SESSION = 0.5
 
-# keydown time in the page's clock (capture phase: before the slider's own handler runs)
-_KEYDOWN_JS = """
-() => { if (!window.__oodKeyHooked) { window.__oodKeyHooked = true;
-  document.addEventListener('keydown', () => { window.__oodKeyAt = performance.now(); }, {capture: true}); } }
-"""
-# performance.now() when the metric texts first differ from `before`
-_WATCH_METRICS_JS = """
-(before) => {
-  window.__oodMetricsAt = null;
-  if (window.__oodMetricsObserver) window.__oodMetricsObserver.disconnect();
-  const read = () => Array.from(document.querySelectorAll("[data-testid='stMetricValue']")).map(e => e.innerText.trim());
-  const observer = new MutationObserver(() => {
-    if (window.__oodMetricsAt === null && JSON.stringify(read()) !== JSON.stringify(before))
-      window.__oodMetricsAt = performance.now();
-  });
-  observer.observe(document.body, {subtree: true, childList: true, characterData: true});
-  window.__oodMetricsObserver = observer;
-}
-"""
 # no run in progress and new metric texts on screen (or a run ended 1.5 s ago with the same
-# texts). New texts alone end the wait: the harness's run counter can miss a run whose
-# running → notRunning flips reach its MutationObserver in one batch (seen under heavy load).
+# texts). New texts alone end the wait, so a session is judged by what it shows, whatever the
+# harness's run counter saw (it once missed runs whose flips came in one batch; now fixed).
 _DONE_JS = """
 ([runs, before]) => {
   const s = window.__oodLens;
@@ -223,13 +204,13 @@ def press_all(sessions: Sequence[Session]) -> None:
     """Focus every session's first slider, then press ArrowRight in each, one right after the
     other (no waiting in between: the server gets every rerun at once)."""
     for s in sessions:
-        s.page.evaluate(_KEYDOWN_JS)
+        s.page.evaluate(harness.KEYDOWN_JS)
         slider = s.page.get_by_role("slider").first
         slider.focus()
         s.before_value = slider.input_value()
         s.before_metrics = harness.metric_values(s.page)
         s.runs = harness.run_count(s.page)
-        s.page.evaluate(_WATCH_METRICS_JS, s.before_metrics)
+        s.page.evaluate(harness.WATCH_METRICS_JS, s.before_metrics)
     for s in sessions:
         s.page.keyboard.press("ArrowRight")
 

@@ -158,19 +158,6 @@ def test_tuning_progress_names_the_method_and_counts_its_settings(monkeypatch):
 
 # -- the page ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def demo_app(demo_cache_root):
-    """The demo cache of the session as ``$OOD_LENS_CACHE``, with empty Streamlit caches."""
-    import streamlit as st
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OOD_LENS_CACHE", str(demo_cache_root))
-        st.cache_resource.clear()
-        st.cache_data.clear()
-        yield demo_cache_root
-        st.cache_resource.clear()
-        st.cache_data.clear()
-
 
 def make_app(**query: str) -> AppTest:
     at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)

@@ -260,21 +260,8 @@ def test_summary_numbers_use_the_app_formats():
 
 # -- the Compare page (AppTest on the embedded demo) ---------------------------------------------
 
-@pytest.fixture(scope="module")
-def compare_app(demo_cache_root):
-    """The session's demo cache as ``$OOD_LENS_CACHE``, with empty Streamlit caches."""
-    import streamlit as st
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OOD_LENS_CACHE", str(demo_cache_root))
-        st.cache_resource.clear()
-        st.cache_data.clear()
-        yield demo_cache_root
-        st.cache_resource.clear()
-        st.cache_data.clear()
-
-
-def test_compare_shows_one_decimal_and_exports_the_chosen_latex_layout(compare_app, monkeypatch):
+def test_compare_shows_one_decimal_and_exports_the_chosen_latex_layout(demo_app, monkeypatch):
     from streamlit import dataframe_util
     from streamlit.testing.v1 import AppTest
 

@@ -28,20 +28,6 @@ LINE_CLASS = re.compile(r"LINe's class ĉ = argmax of the full head on the clipp
 MODEL_CLASS = re.compile(r"the model itself predicts \*\*(?P<cls>[^*]+)\*\* \(argmax of the unmodified head\)")
 
 
-@pytest.fixture(scope="module")
-def demo_app(demo_cache_root):
-    """The demo cache of the session as ``$OOD_LENS_CACHE``, with empty Streamlit caches."""
-    import streamlit as st
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OOD_LENS_CACHE", str(demo_cache_root))
-        st.cache_resource.clear()
-        st.cache_data.clear()
-        yield demo_cache_root
-        st.cache_resource.clear()
-        st.cache_data.clear()
-
-
 def make_app(**query: str) -> AppTest:
     at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
     at.query_params["page"] = "inspect"

@@ -88,18 +88,6 @@ def test_a_hyperparameter_out_of_range_is_clamped_and_a_bad_one_dropped():
 
 # -- through the app --------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def demo_cache(demo_cache_root):
-    import streamlit as st
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OOD_LENS_CACHE", str(demo_cache_root))
-        st.cache_resource.clear()
-        st.cache_data.clear()
-        yield demo_cache_root
-        st.cache_resource.clear()
-        st.cache_data.clear()
-
 
 def run(at: AppTest) -> AppTest:
     at.run(timeout=FIRST_RUN_TIMEOUT)
@@ -122,7 +110,7 @@ def warnings(at: AppTest) -> str:
     return "\n".join(w.value for w in at.warning)
 
 
-def test_an_untouched_view_has_a_clean_address(demo_cache):
+def test_an_untouched_view_has_a_clean_address(demo_app):
     at = run(make_app())
     assert query(at) == {}
     at.toggle(key="ood_positive").set_value(True)
@@ -130,7 +118,7 @@ def test_an_untouched_view_has_a_clean_address(demo_cache):
     assert query(at) == {"pos": "on"}
 
 
-def test_out_of_range_and_unknown_values_are_named(demo_cache):
+def test_out_of_range_and_unknown_values_are_named(demo_app):
     at = run(make_app(page="tune", method="line", **{"p.p_a": "500", "p.zzz": "3", "colour": "red"}))
     text = warnings(at)
     assert "p.p_a=500" in text and "using 99" in text
@@ -139,7 +127,7 @@ def test_out_of_range_and_unknown_values_are_named(demo_cache):
     assert query(at) == {"p.p_a": "99"}  # the page is the path; the default method is left out
 
 
-def test_neurons_sliders_come_back(demo_cache):
+def test_neurons_sliders_come_back(demo_app):
     at = run(make_app(page="neurons", **{"n.top": "15", "n.over": "30", "n.share": "important", "n.p_a": "80"}))
     assert not at.warning
     assert at.slider(key="neurons_top").value == 15.0  # it used to come back as 10
@@ -151,7 +139,7 @@ def test_neurons_sliders_come_back(demo_cache):
     assert query(at)["n.top"] == "20"
 
 
-def test_an_empty_ood_selection_stays_empty(demo_cache):
+def test_an_empty_ood_selection_stays_empty(demo_app):
     at = run(make_app())
     at.multiselect(key="ood").set_value([])  # "Clear all"
     run(at)
@@ -164,7 +152,7 @@ def test_an_empty_ood_selection_stays_empty(demo_cache):
     assert shared.multiselect(key="ood").value == []
 
 
-def test_sidebar_values_from_the_address_are_checked(demo_cache):
+def test_sidebar_values_from_the_address_are_checked(demo_app):
     at = run(make_app(model="resnet-404", ood="demo-noise,cifar10-c", methods="msp,nope"))
     text = warnings(at)
     assert "Ignored model=resnet-404" in text and "cifar10-c" in text and "nope" in text
@@ -172,7 +160,7 @@ def test_sidebar_values_from_the_address_are_checked(demo_cache):
     assert at.multiselect(key="ood").value == ["demo-noise"] and at.multiselect(key="methods").value == ["msp"]
 
 
-def test_compare_controls_come_back(demo_cache):
+def test_compare_controls_come_back(demo_app):
     at = run(make_app(methods="msp,energy", ood="demo-letters,demo-noise", pos="on", roc="demo-noise",
                       latex="average"))
     assert not at.warning
@@ -183,7 +171,7 @@ def test_compare_controls_come_back(demo_cache):
     assert "Ignored roc=demo-bogus" in warnings(bad) and bad.selectbox(key="roc_ood").value == "demo-letters"
 
 
-def test_a_sweep_link_shows_the_result(demo_cache):
+def test_a_sweep_link_shows_the_result(demo_app):
     link = {"page": "sweep", "method": "react", "s.x": "clip_percentile", "s.n": "3", "s.val": "demo-letters",
             "s.by": "auroc", "s.run": "on"}
     at = run(make_app(**link))
@@ -199,7 +187,7 @@ def test_a_sweep_link_shows_the_result(demo_cache):
     assert "s.run" not in query(at)  # the shown settings have no result yet
 
 
-def test_inspect_sample_comes_back_clamped(demo_cache):
+def test_inspect_sample_comes_back_clamped(demo_app):
     at = run(make_app(page="inspect", **{"i.src": "sample", "i.set": "demo-letters", "i.idx": "5000"}))
     assert at.radio(key="inspect_source").value == "Sample from a dataset"
     assert at.selectbox(key="inspect_dataset").value == "demo-letters"

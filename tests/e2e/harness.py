@@ -268,3 +268,29 @@ def browser_session(headless: bool = True) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+# -- slider-latency probes shared by bench/bench_app_latency.py and bench/bench_app_sessions.py --
+
+# keydown time in the page's clock (capture phase: before the slider's own handler runs)
+KEYDOWN_JS = """
+() => { if (!window.__oodKeyHooked) { window.__oodKeyHooked = true;
+  document.addEventListener('keydown', () => { window.__oodKeyAt = performance.now(); }, {capture: true}); } }
+"""
+
+# performance.now() when the metric texts first differ from `before` (a MutationObserver:
+# Streamlit streams the metrics before the charts of the same rerun, so this is when the
+# user sees the new numbers; the rerun's end also waits for the charts).
+WATCH_METRICS_JS = """
+(before) => {
+  window.__oodMetricsAt = null;
+  if (window.__oodMetricsObserver) window.__oodMetricsObserver.disconnect();
+  const read = () => Array.from(document.querySelectorAll("[data-testid='stMetricValue']")).map(e => e.innerText.trim());
+  const observer = new MutationObserver(() => {
+    if (window.__oodMetricsAt === null && JSON.stringify(read()) !== JSON.stringify(before))
+      window.__oodMetricsAt = performance.now();
+  });
+  observer.observe(document.body, {subtree: true, childList: true, characterData: true});
+  window.__oodMetricsObserver = observer;
+}
+"""

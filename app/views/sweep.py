@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, resources, url_state
+from app import charts, fmt, resources, url_state
 from app.views.tune import picked_method
 from ood_core.sweep import grid_values, run_sweep
 
@@ -15,7 +15,7 @@ def render() -> None:
     if picked is None:
         return
     bench, oods, method, scorer = picked
-    params = {p.name: p for p in scorer.declared_params()}
+    params = {p.name: p for p in scorer.display_params()}  # the Tune page's order
     if not params:
         st.info(f"{method} has no hyperparameters to sweep.")
         return
@@ -77,7 +77,7 @@ def render() -> None:
                     width="stretch", key="sweep_chart")
     rows = {"best on validation": result.best, "oracle (test-tuned, optimistic)": result.oracle}
     table = pd.DataFrame.from_dict({label: _point_row(point) for label, point in rows.items()}, orient="index")
-    st.dataframe(table, key="sweep_table", width="stretch")
+    st.dataframe(_styled(table), key="sweep_table", width="stretch")
     st.caption("Report the validation-selected point; the oracle point was tuned on the test sets. "
                "Degenerate points (collapsed or tied scores, a head at chance) are never selected.")
     if result.degenerate.any():
@@ -85,15 +85,25 @@ def render() -> None:
                    "were not considered; they are marked in the chart and the table below.", icon="⚠️")
     with st.expander("Every grid point (ID accuracy of the head included)", expanded=bool(result.degenerate.any())):
         everything = pd.DataFrame([_point_row(point) for point in result.points])
-        st.dataframe(everything, key="sweep_grid", width="stretch", hide_index=True)
+        st.dataframe(_styled(everything), key="sweep_grid", width="stretch", hide_index=True)
+
+
+RATE_COLUMNS = ("val FPR95", "val AUROC", "test FPR95", "test AUROC", "ID accuracy (test)")
 
 
 def _point_row(point) -> dict:
     """One grid point as a table row: its hyperparameters, figures in %, head accuracy, degeneracy."""
     return {**{name: value if isinstance(value, float) else str(value) for name, value in point.params.items()},
-            "val FPR95": 100 * point.val_fpr95, "test FPR95": 100 * point.test_fpr95,
-            "test AUROC": 100 * point.test_auroc, "ID accuracy (test)": 100 * point.test_id_accuracy,
+            **dict(zip(RATE_COLUMNS, (100 * point.val_fpr95, 100 * point.val_auroc, 100 * point.test_fpr95,
+                                      100 * point.test_auroc, 100 * point.test_id_accuracy))),
             "degenerate": "; ".join(point.val_degenerate + point.test_degenerate) or "no"}
+
+
+def _styled(table: pd.DataFrame):
+    """The rates with one decimal, like every other rate of the app; a setting as written (0.01, 10)."""
+    settings = [c for c in table.columns if c not in RATE_COLUMNS and table[c].dtype.kind == "f"]
+    return table.style.format(fmt.RATE_FORMAT, subset=[c for c in RATE_COLUMNS if c in table.columns]).format(
+        "{:g}", subset=settings)
 
 
 if __name__ == "__main__":

@@ -144,8 +144,11 @@ def ensure_entries(
         order = [(id_dataset, "val"), (id_dataset, "test"), *((name, "test") for name in ood_list)]
         reusable = {(d, s): unverified_ok(d, s, with_odin) for d, s in order}
         train_ok = unverified_ok(id_dataset, "train", False)
-        stats_todo = not train_ok or statistics_outdated(root, ref, id_dataset,
-                                                         {stat.name: stat.version for stat in wanted})
+        versions = {stat.name: stat.version for stat in wanted}
+        # the plan's guess; the decision is taken again after the entries are built, because a
+        # rebuilt val entry (e.g. for ODIN) makes the stored statistics' sources stale
+        stats_planned = not train_ok or not reusable[(id_dataset, "val")] or statistics_outdated(
+            root, ref, id_dataset, versions)
 
         def rows(name: str, split: str) -> int:
             size = len(dataset_of(name, split))
@@ -156,7 +159,7 @@ def ensure_entries(
                     for d, s in order if not reusable[(d, s)]]
             if not train_ok:
                 plan.append(entry_stage(ref.key, id_dataset, "train", rows(id_dataset, "train"), 0))
-            if stats_todo:
+            if stats_planned:
                 plan.append(stats_stage(ref.key, id_dataset, len(wanted), rows(id_dataset, "train")))
             tracker.plan(plan)
 
@@ -174,7 +177,7 @@ def ensure_entries(
             if tracker is not None:
                 tracker.finish(key)
         # The statistics follow the train / val entries (val may just have been rebuilt for ODIN).
-        if verify or stats_todo:
+        if verify or not train_ok or statistics_outdated(root, ref, id_dataset, versions):
             keys = (entry_label(ref.key, id_dataset, "train"), stats_label(ref.key, id_dataset))
             if tracker is not None:
                 tracker.begin(keys[0] if not train_ok else keys[1])

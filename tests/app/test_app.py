@@ -207,3 +207,25 @@ def test_sweep_over_line_delta_shows_accuracy_and_skips_degenerate_points(demo_c
     assert everything["degenerate"].iloc[0] != "no"  # δ = 0.01 clips every unit
     assert (best["degenerate"] == "no").all() and (best["ID accuracy (test)"] > 50).all()
     assert any("degenerate" in w.value for w in at.warning)
+    for frame in at.dataframe:  # every rate shown with one decimal, like the rest of the app
+        assert shown_rates(frame, ("val FPR95", "val AUROC", "test FPR95", "test AUROC", "ID accuracy (test)"))
+        settings = set(shown_texts(frame)["delta"])  # a setting as written ("10", "0.01"), not "10.000000"
+        assert settings and all(float(t) > 0 and not t.endswith("0" if "." in t else "x") for t in settings), settings
+
+
+def shown_texts(frame):
+    """The display texts (a DataFrame of str) of an AppTest dataframe drawn from a Styler."""
+    from streamlit import dataframe_util
+
+    return dataframe_util.convert_arrow_bytes_to_pandas_df(frame.proto.arrow_data.styler.display_values).astype(str)
+
+
+def shown_rates(frame, columns) -> list[str]:
+    """The display texts of ``columns`` of an AppTest dataframe drawn from a Styler, each checked
+    to have one decimal."""
+    import re
+
+    shown = shown_texts(frame)
+    texts = [v for c in columns for v in shown[c]]
+    assert texts and all(re.fullmatch(r"\d+\.\d", t) for t in texts), texts
+    return texts

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), re
 def test_server_memory_counts_the_process_and_its_children() -> None:
     import os
 
+    # this process may already have children (the browser tests' server lives for the whole session)
     alone = server_memory(os.getpid(), "alone")
-    assert alone.processes == 1 and alone.rss > 10 * 1024 * 1024 and 0 < alone.pss <= alone.rss
+    assert alone.processes >= 1 and alone.rss > 10 * 1024 * 1024 and 0 < alone.pss <= alone.rss
     # a child holding 64 MiB of its own: the tree's memory grows by about that much
     child = subprocess.Popen([sys.executable, "-c", "import sys, time; b = bytearray(64 << 20); "
                               "b[::4096] = b'x' * len(b[::4096]); print('ready', flush=True); time.sleep(30)"],
@@ -24,7 +25,7 @@ def test_server_memory_counts_the_process_and_its_children() -> None:
     try:
         assert child.stdout.readline().strip() == "ready"
         both = server_memory(os.getpid(), "with a child")
-        assert both.processes == 2
+        assert both.processes == alone.processes + 1
         assert both.rss - alone.rss > 60 * 1024 * 1024
     finally:
         child.kill()

@@ -255,10 +255,12 @@ def _step_xy(edges: np.ndarray, heights: np.ndarray, *, to_zero: bool = True) ->
     return x, y
 
 
-def _vertical(x: float, top: float, *, name: str, colour: str, dash: str, width: float) -> dict[str, Any]:
+def _vertical(x: float, top: float, *, name: str, colour: str, dash: str, width: float,
+              rank: int = 1000) -> dict[str, Any]:
     """A vertical line from 0 to ``top`` as a trace: it has a legend entry (no label on the plot
-    to collide with another) and takes data coordinates on linear and log axes alike."""
-    return {"type": "scatter", "mode": "lines", "x": [x, x], "y": [0.0, top], "name": name,
+    to collide with another) and takes data coordinates on linear and log axes alike; ``rank``:
+    its place in the legend (lower first: a narrow chart's legend scrolls, the markers must show)."""
+    return {"type": "scatter", "mode": "lines", "x": [x, x], "y": [0.0, top], "name": name, "legendrank": rank,
             "line": {"color": colour, "dash": dash, "width": width}, "hovertemplate": f"{name}<extra></extra>"}
 
 
@@ -289,10 +291,10 @@ def _histogram_traces(id_scores: Any, ood_scores: Mapping[str, Any], *, threshol
     top = 1.05 * top if top > 0 else 1.0
     if threshold is not None and np.isfinite(threshold):
         traces.append(_vertical(float(threshold), top, name=f"95 %-TPR threshold ({_format(threshold)})",
-                                colour=THRESHOLD_COLOUR, dash="dash", width=2))
+                                colour=THRESHOLD_COLOUR, dash="dash", width=2, rank=2))
     if marker is not None and np.isfinite(marker):
         traces.append(_vertical(float(marker), top, name=f"this image ({_format(marker)})",
-                                colour=MARKER_COLOUR, dash="solid", width=3))
+                                colour=MARKER_COLOUR, dash="solid", width=3, rank=1))
     return traces, binned, top
 
 

@@ -105,14 +105,17 @@ def render() -> None:
     left, right = st.columns([1, 1])
     if result.verdicts:
         left.markdown(f"**{consensus_line(result.consensus)}**")
-    rows = {resources.method_title(m): {"score": v.score, "percentile among ID test": v.percentile,
-                                        "threshold (95 % TPR)": v.threshold, "verdict": v.verdict}
+    # the verdict first and short headers: the half-width column must show it without scrolling
+    rows = {resources.method_title(m): {"verdict": v.verdict, "score": v.score, "threshold": v.threshold,
+                                        "ID percentile": v.percentile}
             for m, v in result.verdicts.items()}
     table = pd.DataFrame.from_dict(rows, orient="index")
     if not table.empty:
-        table = table.style.format({"score": fmt.number, "threshold (95 % TPR)": fmt.number,
-                                    "percentile among ID test": fmt.RATE_FORMAT})
+        table = table.style.format({"score": fmt.number, "threshold": fmt.number, "ID percentile": fmt.RATE_FORMAT})
     left.dataframe(table, key="inspect_verdicts", width="stretch")
+    if result.verdicts:
+        left.caption("threshold: the score that keeps 95 % of the ID test images (below it: OOD); ID percentile: "
+                     "the share of ID test images scoring at or below this image, in %.")
     for method, why in result.skipped.items():
         left.caption(f"{resources.method_title(method)}: {why}")
     if result.verdicts:

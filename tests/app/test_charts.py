@@ -166,6 +166,8 @@ def test_score_histograms_are_step_lines_with_the_threshold_and_marker_in_the_le
     # threshold and marker 0.02 apart: legend entries, no text labels on the plot to collide
     names = [t["name"] for t in data[6:]]
     assert names[0].startswith("95 %-TPR threshold") and names[1].startswith("this image")
+    # listed first in the legend (a narrow chart's legend scrolls): the image, then the threshold
+    assert data[7]["legendrank"] < data[6]["legendrank"] < min(t.get("legendrank", 1000) for t in lines)
     assert not layout.get("annotations") and not layout.get("shapes")
     assert "3 values beyond the range counted in the end bins" in layout["title"]["subtitle"]["text"]
     assert legend_outside(layout) and axis_title(layout, "xaxis") and axis_title(layout, "yaxis")

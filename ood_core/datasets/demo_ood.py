@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ood_core.datasets.base import DatasetInfo
+from ood_core.datasets.generated import GeneratedFamily
 from ood_core.datasets.demo_mnist import (
     BOX_SIZE,
     DEFAULT_SEED,
@@ -46,7 +47,6 @@ from ood_core.datasets.demo_render import (
     random_box_patch,
     to_gray,
 )
-from ood_core.registry import OODLensError, register_dataset
 
 OOD_SIZE = 1000
 
@@ -224,51 +224,33 @@ OOD_SETS: dict[str, tuple[Callable[[int, int], np.ndarray], str, str]] = {
 }
 
 
-@lru_cache(maxsize=None)
+FAMILY = GeneratedFamily("demo OOD set", OOD_SETS, lambda seed, n: demo_identity(seed))
+
+
 def ood_arrays(name: str, seed: int = DEFAULT_SEED, n: int = OOD_SIZE) -> np.ndarray:
     """The (n, 28, 28) uint8 images of one demo OOD set (read-only, memoised per process)."""
-    if name not in OOD_SETS:
-        raise OODLensError(f"unknown demo OOD set {name!r}; known: {', '.join(OOD_SETS)}")
-    images = OOD_SETS[name][0](n, seed)
-    images.setflags(write=False)
-    return images
+    return FAMILY.arrays(name, seed, n)
 
 
 def ood_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` (name, one-line description, source) of a demo OOD set."""
-    if name not in OOD_SETS:
-        raise OODLensError(f"unknown demo OOD set {name!r}; known: {', '.join(OOD_SETS)}")
-    _, description, source = OOD_SETS[name]
-    return DatasetInfo(name=name, description=description, kind="ood", splits=("test",), source=source)
+    return FAMILY.info(name)
 
 
 def clear_caches() -> None:
     """Forget the memoised source images, glyphs and generated sets."""
-    for cached in (_glyph_table, _texture_sources, _photo_sources, _face_sources, ood_arrays):
+    for cached in (_glyph_table, _texture_sources, _photo_sources, _face_sources):
         cached.cache_clear()
+    FAMILY.clear()
 
 
 class DemoOODDataset(ArrayImageDataset):
     """One generated demo OOD set (split ``test`` only, labels -1)."""
 
     def __init__(self, name: str, split: str = "test", seed: int = DEFAULT_SEED, n: int = OOD_SIZE) -> None:
-        if name not in OOD_SETS:
-            raise OODLensError(f"unknown demo OOD set {name!r}; known: {', '.join(OOD_SETS)}")
-        if split != "test":
-            raise OODLensError(f"{name} has no split {split!r}; splits: test")
+        FAMILY.check(name)
+        FAMILY.check_split(name, split)
         super().__init__(ood_info(name), split, ood_arrays(name, seed, n), None, seed)
 
 
-
-def _register_ood(name: str) -> None:
-    @register_dataset(name, ood_info(name), fingerprint=lambda split: demo_identity())
-    def build(split: str = "test", seed: int = DEFAULT_SEED, **_: object) -> DemoOODDataset:
-        return DemoOODDataset(name, split, seed=seed)
-
-    build.__name__ = build.__qualname__ = f"build_{name.replace('-', '_')}"
-    build.__doc__ = f"``{name}``: {OOD_SETS[name][1]}."
-
-
-for _name in OOD_SETS:
-    _register_ood(_name)
-del _name
+FAMILY.register(DemoOODDataset, DEFAULT_SEED, OOD_SIZE)

@@ -19,14 +19,13 @@ size), without generating anything; bump ``NOISE_VERSION`` whenever a generator 
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 
 from ood_core.datasets.base import DatasetInfo
 from ood_core.datasets.demo_mnist import ArrayImageDataset
-from ood_core.registry import OODLensError, register_dataset
+from ood_core.datasets.generated import GeneratedFamily
 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "NOISE_SETS", "NOISE_SIZE", "NOISE_VERSION", "NoiseDataset",
@@ -57,13 +56,15 @@ def generate_uniform(n: int = NOISE_SIZE, seed: int = NOISE_SEED) -> np.ndarray:
     return rng.integers(0, 256, size=(n, *IMAGE_SHAPE), dtype=np.uint8)
 
 
-# name → (generator, one-line description)
-NOISE_SETS: dict[str, tuple[Callable[[int, int], np.ndarray], str]] = {
+_SOURCE = f"numpy.random (generated, seed {NOISE_SEED}, noise-v{NOISE_VERSION})"
+# name → (generator, one-line description, source)
+NOISE_SETS: dict[str, tuple[Callable[[int, int], np.ndarray], str, str]] = {
     "noise-gaussian": (generate_gaussian,
                        "Gaussian noise, 1,000 32x32 RGB images: each pixel per channel N(CIFAR-10 mean, "
-                       "CIFAR-10 std), clipped to [0, 255] (far-OOD)"),
+                       "CIFAR-10 std), clipped to [0, 255] (far-OOD)", _SOURCE),
     "noise-uniform": (generate_uniform,
-                      "Uniform noise, 1,000 32x32 RGB images: each pixel per channel uniform on 0..255 (far-OOD)"),
+                      "Uniform noise, 1,000 32x32 RGB images: each pixel per channel uniform on 0..255 (far-OOD)",
+                      _SOURCE),
 }
 
 
@@ -72,29 +73,23 @@ def noise_identity(seed: int = NOISE_SEED, n: int = NOISE_SIZE) -> tuple[str, ..
     return (f"noise-v{NOISE_VERSION}", f"seed={seed}", f"n={n}")
 
 
-@lru_cache(maxsize=None)
+FAMILY = GeneratedFamily("noise set", NOISE_SETS, noise_identity)
+
+
 def noise_arrays(name: str, seed: int = NOISE_SEED, n: int = NOISE_SIZE) -> np.ndarray:
     """The (n, 32, 32, 3) uint8 images of one noise set (read-only, memoised per process)."""
-    if name not in NOISE_SETS:
-        raise OODLensError(f"unknown noise set {name!r}; known: {', '.join(NOISE_SETS)}")
-    images = NOISE_SETS[name][0](n, seed)
-    images.setflags(write=False)
-    return images
+    return FAMILY.arrays(name, seed, n)
 
 
 def noise_info(name: str) -> DatasetInfo:
-    if name not in NOISE_SETS:
-        raise OODLensError(f"unknown noise set {name!r}; known: {', '.join(NOISE_SETS)}")
-    return DatasetInfo(name=name, description=NOISE_SETS[name][1], kind="ood", splits=("test",),
-                       source=f"numpy.random (generated, seed {NOISE_SEED}, noise-v{NOISE_VERSION})")
+    return FAMILY.info(name)
 
 
 class NoiseDataset(ArrayImageDataset):
     """One generated noise set (split ``test`` only, labels -1, mode "RGB")."""
 
     def __init__(self, name: str, split: str = "test", seed: int = NOISE_SEED, n: int = NOISE_SIZE) -> None:
-        if split != "test":
-            raise OODLensError(f"{name} has no split {split!r}; splits: test")
+        FAMILY.check_split(name, split)
         super().__init__(noise_info(name), split, noise_arrays(name, seed, n), None, seed)
         self.n = n
 
@@ -104,18 +99,7 @@ class NoiseDataset(ArrayImageDataset):
 
 def clear_caches() -> None:
     """Forget the memoised noise images."""
-    noise_arrays.cache_clear()
+    FAMILY.clear()
 
 
-def _register(name: str) -> None:
-    @register_dataset(name, noise_info(name), fingerprint=lambda split: noise_identity())
-    def build(split: str = "test", seed: int = NOISE_SEED, **_: object) -> NoiseDataset:
-        return NoiseDataset(name, split, seed=seed)
-
-    build.__name__ = build.__qualname__ = f"build_{name.replace('-', '_')}"
-    build.__doc__ = f"``{name}``: {NOISE_SETS[name][1]}."
-
-
-for _name in NOISE_SETS:
-    _register(_name)
-del _name
+FAMILY.register(NoiseDataset, NOISE_SEED, NOISE_SIZE)

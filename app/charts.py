@@ -32,6 +32,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from app import fmt
+
 Figure = dict[str, Any]  # {"data": [trace dicts], "layout": {...}}: what st.plotly_chart takes
 
 # 13 colours × 2 dashes = 26 styles: one per registered method (tab10 + three dark ones far
@@ -180,11 +182,10 @@ class Binned:
         """What the chart must say about values outside the range (empty when none)."""
         parts = []
         if self.beyond:
-            parts.append(f"{self.beyond:,} value{'s' if self.beyond != 1 else ''} beyond the range counted in "
-                         "the end bins")
+            parts.append(f"{fmt.count(self.beyond, 'value')} beyond the range counted in the end bins")
         dropped = sum(self.dropped.values())
         if dropped:
-            parts.append(f"{dropped:,} non-finite value{'s' if dropped != 1 else ''} left out")
+            parts.append(f"{fmt.count(dropped, 'non-finite value')} left out")
         return "; ".join(parts)
 
 
@@ -264,10 +265,6 @@ def _vertical(x: float, top: float, *, name: str, colour: str, dash: str, width:
             "line": {"color": colour, "dash": dash, "width": width}, "hovertemplate": f"{name}<extra></extra>"}
 
 
-def _format(value: float) -> str:
-    return f"{value:.4g}"
-
-
 # -------------------------------------------------------------------------------- figures
 def _histogram_traces(id_scores: Any, ood_scores: Mapping[str, Any], *, threshold: float | None,
                       marker: float | None, bins: int, id_label: str,
@@ -290,10 +287,10 @@ def _histogram_traces(id_scores: Any, ood_scores: Mapping[str, Any], *, threshol
         traces.append(trace)
     top = 1.05 * top if top > 0 else 1.0
     if threshold is not None and np.isfinite(threshold):
-        traces.append(_vertical(float(threshold), top, name=f"95 %-TPR threshold ({_format(threshold)})",
+        traces.append(_vertical(float(threshold), top, name=f"95 %-TPR threshold ({fmt.number(threshold, 4)})",
                                 colour=THRESHOLD_COLOUR, dash="dash", width=2, rank=2))
     if marker is not None and np.isfinite(marker):
-        traces.append(_vertical(float(marker), top, name=f"this image ({_format(marker)})",
+        traces.append(_vertical(float(marker), top, name=f"this image ({fmt.number(marker, 4)})",
                                 colour=MARKER_COLOUR, dash="solid", width=3, rank=1))
     return traces, binned, top
 

@@ -381,6 +381,13 @@ def _valid_or_default(spec: Control, value: Any, options: list[Any] | None, defa
     return value
 
 
+def slider_bounds(key: str) -> dict[str, Any]:
+    """``min_value`` / ``max_value`` / ``step`` of a static numeric control's slider: the range the
+    address is clamped to is the widget's own (one declaration, in :data:`CONTROLS`)."""
+    spec = BY_KEY[key]
+    return {"min_value": spec.low, "max_value": spec.high, "step": spec.step}
+
+
 def requested(key: str) -> bool:
     """Whether the address asks for a bool marker (``s.run=on``); consumed once."""
     spec = BY_KEY[key]

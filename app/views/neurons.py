@@ -1,10 +1,9 @@
 """Neurons: LINe's class-wise important neurons (its Table 8 overlap), masks, DICE / OPNP views."""
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
-from app import charts, resources, url_state
+from app import charts, fmt, resources, url_state
 from ood_core import neurons
 
 
@@ -15,15 +14,16 @@ def overlap_panel(bench) -> None:
     for key in ("neurons_top", "neurons_over", "neurons_denominator"):  # URL n.top=, n.over=, n.share=
         url_state.control(key)
     cols = st.columns(3)
-    top = cols[0].slider("x: top-x % neurons per class", 1.0, 50.0, step=1.0, key="neurons_top")
-    over = cols[1].slider("o: important for more than o % of classes", 0.0, 90.0, step=5.0, key="neurons_over")
+    top = cols[0].slider("x: top-x % neurons per class", key="neurons_top", **url_state.slider_bounds("neurons_top"))
+    over = cols[1].slider("o: important for more than o % of classes", key="neurons_over",
+                          **url_state.slider_bounds("neurons_over"))
     denominator = cols[2].radio("share of", ["D", "important"], key="neurons_denominator", horizontal=True,
                                 format_func=lambda v: "all D neurons" if v == "D" else "neurons important to ≥1 class")
     url_state.write()  # a fragment: its sliders update the address too
     share = neurons.neuron_overlap(contribution, top, over, denominator)
-    st.metric("Overlap (LINe Table 8)", "n/a" if np.isnan(share) else f"{100 * share:.1f} %")
+    st.metric("Overlap (LINe Table 8)", fmt.rate(share))
     st.caption(f"{k} classes × {d} neurons; each class keeps its top {top:g} % "
-               f"({max(1, int(round(d * top / 100)))} neurons).")
+               f"({fmt.count(max(1, int(round(d * top / 100))), 'neuron')}).")
     left, right = st.columns(2)
     left.plotly_chart(charts.distribution({"n_j / K": neurons.overlap_histogram(contribution, top)},
                                           title="Share of classes for which each neuron is important",
@@ -53,7 +53,7 @@ def masks_panel(bench) -> None:
         st.info(f"LINe masks unavailable: {resources.friendly_error(error)}")
         return
     url_state.control("neurons_p_a", default=float(line.defaults().get("p_a", 90.0)))  # URL n.p_a=
-    p_a = st.slider("p_a (neurons dropped per class, %)", 0.0, 99.0, step=1.0, key="neurons_p_a")
+    p_a = st.slider("p_a (neurons dropped per class, %)", key="neurons_p_a", **url_state.slider_bounds("neurons_p_a"))
     url_state.write()  # a fragment: its slider updates the address too
     mask = line.activation_mask(p_a).float().cpu()
     st.plotly_chart(charts.binary_mask(mask[:, order].numpy(), x=[str(int(j)) for j in order], y=names,

@@ -33,7 +33,7 @@ def render() -> None:
     url_state.control("sweep_points")
     url_state.control("sweep_val_ood", options=list(oods), default=oods[-1])
     url_state.control("sweep_objective")
-    count = cols[2].slider("Points per axis", 2, 12, key="sweep_points")
+    count = cols[2].slider("Points per axis", key="sweep_points", **url_state.slider_bounds("sweep_points"))
     val_ood = cols[3].selectbox("Validation OOD set (held out from testing)", list(oods), key="sweep_val_ood")
     objective = st.radio("Select by", ["fpr95", "auroc"], key="sweep_objective", horizontal=True,
                          format_func=lambda o: "lowest FPR95" if o == "fpr95" else "highest AUROC")

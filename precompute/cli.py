@@ -15,6 +15,8 @@ import argparse
 import sys
 from typing import Sequence
 
+DEFAULT_CHUNK_BATCHES = 8  # = ood_core.cache.builder.DEFAULT_CHUNK_BATCHES (not imported: --help stays fast)
+
 EPILOG = """\
 examples:
   # everything a report on DenseNet-BC-100 / CIFAR-10 needs (ID train/val/test + 3 OOD sets)
@@ -32,8 +34,18 @@ examples:
   # what can be built, and what is cached
   python -m precompute --list
 
-An interrupted build (Ctrl-C, kill) keeps its finished chunks: run the same command
-again to resume. Entries whose weights, images or files changed are rebuilt; training
+  # the same build shared by 4 processes on this machine (CPU: gloo; GPUs: NCCL, one per rank),
+  # or by several machines (torchrun --nnodes 2 --node_rank R --rdzv_endpoint HOST:PORT ...)
+  torchrun --nproc_per_node 4 -m precompute --model resnet50 --id imagenet --ood inaturalist sun places textures
+
+  # ImageNet-scale features stored as float16 (half the disk and mapped memory)
+  python -m precompute --model resnet50 --id imagenet --ood textures --dtype float16
+
+An interrupted build (Ctrl-C, kill, a torchrun rank that died) keeps its finished chunks: run
+the same command again, with any number of processes, to resume; nothing finished is computed
+again. Under torchrun every entry's missing chunks are split into one contiguous range per
+rank, each rank writes its own chunks, and rank 0 joins them into the entry (the same rows and
+tensors as one process) and computes the training statistics from the whole training split. Entries whose weights, images or files changed are rebuilt; training
 statistics that are missing or of an older version are computed from the cached features. A second build
 of the same entries waits for the first, then reuses its result. The cache lives in
 $OOD_LENS_CACHE (default ~/.cache/ood-lens).
@@ -62,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--device", default="auto", type=cli_args.device,
                      help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', 'mps'")
     how.add_argument("--batch-size", type=cli_args.positive_int, default=128, help="images per forward pass")
+    how.add_argument("--chunk-batches", type=cli_args.positive_int, default=DEFAULT_CHUNK_BATCHES,
+                     help="batches per resumable chunk (what an interruption can lose, and the unit shared "
+                          "between torchrun ranks)")
+    how.add_argument("--dtype", choices=("float32", "float16"), default=None,
+                     help="how to store the features and logits; float16 halves disk and memory (default: an "
+                          "existing entry keeps its dtype, a new one is float32)")
+    how.add_argument("--threads", type=cli_args.positive_int, default=None,
+                     help="CPU threads per process (torchrun sets 1 per rank; default: torch's choice)")
+    how.add_argument("--download", action="store_true",
+                     help="let torchvision datasets and pretrained weights download what is not cached "
+                          "(default: never touch the network)")
     how.add_argument("--num-workers", type=cli_args.non_negative_int, default=0,
                      help="DataLoader worker processes for decoding (0: decode in this process)")
     how.add_argument("--limit", type=cli_args.positive_int, default=None,
@@ -111,9 +134,28 @@ def run(args: argparse.Namespace) -> None:
         return
     if not args.model:
         raise OODLensError("--model is required (see --list for the registered models)")
+    import os
+
+    import torch
+
+    from ood_core import distributed
+    from ood_core.cache.store import resolve_device
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.download:
+        os.environ["OOD_LENS_DOWNLOAD"] = "1"
+    ranks = distributed.setup(resolve_device(args.device))
+    _build(args, ranks.is_main)
+    distributed.teardown()  # only after success: a failed rank makes torchrun stop the others
+
+
+def _build(args: argparse.Namespace, is_main: bool) -> None:
+    from ood_core.registry import OODLensError
+
     common = dict(device=args.device, batch_size=args.batch_size, limit=args.limit, num_workers=args.num_workers,
                   odin_eps=args.odin_eps, odin_temperature=args.odin_temperature, progress=not args.quiet,
-                  rebuild=args.rebuild)
+                  rebuild=args.rebuild, chunk_batches=args.chunk_batches, store_dtype=args.dtype)
     if args.dataset:
         if args.id_dataset or args.ood:
             raise OODLensError("use either --dataset/--split (one entry) or --id/--ood (a benchmark), not both")
@@ -127,7 +169,8 @@ def run(args: argparse.Namespace) -> None:
         entry = build_features(model, dataset, args.split, args.cache_dir, with_odin=not args.no_odin
                                and args.split != "train", model_name=ref.name, dataset_name=name,
                                checkpoint=ref.checkpoint, **common)
-        print(f"cached {ref.key} / {name} / {args.split} in {entry}", file=sys.stderr)
+        if is_main:
+            print(f"cached {ref.key} / {name} / {args.split} in {entry}", file=sys.stderr)
         return
     if not args.id_dataset:
         raise OODLensError("give --id DATASET (with optional --ood ...) or --dataset D --split S; see --help")
@@ -137,8 +180,9 @@ def run(args: argparse.Namespace) -> None:
     # The training statistics every registered method reads; only missing or stale ones are computed.
     entries = ensure_entries(args.model, args.id_dataset, args.ood, args.cache_dir, with_odin=not args.no_odin,
                              checkpoint=args.checkpoint, statistics=required_statistics(), **common)
-    print(f"cache ready: {len(entries)} entries for {args.model} / {args.id_dataset} "
-          f"(+ {', '.join(args.ood) or 'no OOD sets'})", file=sys.stderr)
+    if is_main:
+        print(f"cache ready: {len(entries)} entries for {args.model} / {args.id_dataset} "
+              f"(+ {', '.join(args.ood) or 'no OOD sets'})", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

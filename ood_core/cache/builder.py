@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
-from ood_core import paths
+from ood_core import distributed, paths
 from ood_core.cache import store
 from ood_core.cache.forward import ProgressCallback, check_finite_outputs, concatenate, run_chunks
 from ood_core.cache.provenance import ModelRef
@@ -33,6 +34,10 @@ from ood_core.records import ODIN_EPS_GRID, ODIN_TEMPERATURE
 from ood_core.registry import OODLensError
 
 DEFAULT_CHUNK_BATCHES = 8
+# How the float tensors of an entry are stored: float32 (default) or the opt-in float16, which
+# halves the disk and mapped memory of an ImageNet-scale cache (readers upcast on the device).
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+FLOAT16_MAX = 65504.0
 
 
 def stderr_log(message: str) -> None:
@@ -79,10 +84,14 @@ class Request:
     with_odin: bool
     odin_eps: tuple[float, ...]
     odin_temperature: float
+    store_dtype: str | None = "float32"  # None: any (a reader of the entry upcasts either)
 
     def mismatch(self, manifest: dict) -> str | None:
         if manifest.get("limit") != self.limit:
             return f"limit {manifest.get('limit')} → {self.limit}"
+        stored = manifest.get("store_dtype", "float32")
+        if self.store_dtype is not None and stored != self.store_dtype:
+            return f"stored as {stored}, asked for {self.store_dtype}"
         if self.with_odin:
             have = tuple(float(e) for e in manifest.get("odin_eps") or ())
             if "odin_logits" not in manifest.get("shapes", {}) or have != self.odin_eps \
@@ -112,6 +121,7 @@ def build_features(
     chunk_batches: int = DEFAULT_CHUNK_BATCHES,
     checkpoint: str | None = None,
     log: Callable[[str], None] | None = None,
+    store_dtype: str | None = None,
 ) -> Path:
     """Cache ``model``'s outputs on ``dataset`` (one split) and return the entry directory.
 
@@ -123,30 +133,52 @@ def build_features(
     the chunks of an interrupted build. ``checkpoint``: the weights file ``model`` was loaded
     from, when not its own (the entry then lives under ``<model name>@<fingerprint>``).
     Corrupt images are skipped and listed in the manifest by :meth:`ImageDataset.describe`.
+    ``store_dtype``: ``"float32"`` or ``"float16"`` for the stored float tensors; None: a complete
+    entry is reused whichever it holds, and a new one is float32.
+
+    Under torchrun (:mod:`ood_core.distributed`) every rank calls this with the same arguments:
+    the main rank decides and finalises, the missing chunks are shared out in contiguous ranges.
     """
     root = Path(cache_root) if cache_root is not None else paths.cache_root()
-    log = log or stderr_log
+    ranks = distributed.current()
+    log = (log or stderr_log) if ranks.is_main else _silent
     ref = ModelRef(model_name or model.name, model.fingerprint(), checkpoint)
     dataset_name = dataset_name or dataset.info.name
     eps, temperature = odin_settings(odin_eps, odin_temperature)
-    request = Request(limit, with_odin, eps, temperature)
+    if store_dtype is not None and store_dtype not in STORE_DTYPES:
+        raise OODLensError(f"store dtype must be one of {', '.join(STORE_DTYPES)}, got {store_dtype!r}")
+    request = Request(limit, with_odin, eps, temperature, store_dtype)
     entry = store.entry_dir(root, ref.key, dataset_name, split)
     label = f"{ref.key}/{dataset_name}/{split}"
-    with build_lock(entry / LOCK_FILE, f"cache entry {label}", log):
-        store.remove_stale_temp_files(entry)
+    with main_rank_lock(entry / LOCK_FILE, f"cache entry {label}", log):
         dataset_fingerprint = dataset.fingerprint()
-        if rebuild:
-            store.remove_chunks(entry)
-        elif store.is_complete(entry):
-            stale, why = reuse_problem(entry, ref, dataset_name, split, dataset_fingerprint, request)
-            if why is None:
-                return entry
-            if stale:  # not merely built for another request (limit, ODIN grid)
-                log(f"rebuilding {label}: it {why}")
+        reuse = False
+        if ranks.is_main:
+            store.remove_stale_temp_files(entry)
+            if rebuild:
+                store.remove_chunks(entry)
+            elif store.is_complete(entry):
+                stale, why = reuse_problem(entry, ref, dataset_name, split, dataset_fingerprint, request)
+                reuse = why is None
+                if stale:  # not merely built for another request (limit, ODIN grid)
+                    log(f"rebuilding {label}: it {why}")
+        if distributed.from_main(reuse):
+            return entry
         _build_entry(model, dataset, entry, ref, dataset_name, split, dataset_fingerprint, request,
-                     device=store.resolve_device(device), batch_size=batch_size, num_workers=num_workers,
-                     progress=progress, on_progress=on_progress, chunk_batches=chunk_batches)
+                     device=distributed.rank_device(store.resolve_device(device)), batch_size=batch_size,
+                     num_workers=num_workers, progress=progress and ranks.is_main,
+                     on_progress=on_progress if ranks.is_main else None, chunk_batches=chunk_batches)
     return entry
+
+
+def _silent(message: str) -> None:
+    """The ``log`` of the ranks other than the main one: one voice per job."""
+
+
+def main_rank_lock(path: Path, what: str, log: Callable[[str], None] | None = None):
+    """:func:`~ood_core.locks.build_lock` on the main rank; nothing on the others, which follow
+    the main rank through barriers (taking the lock too would deadlock them against it)."""
+    return build_lock(path, what, log) if distributed.current().is_main else nullcontext()
 
 
 def reuse_problem(entry: Path, ref: ModelRef, dataset_name: str, split: str, dataset_fingerprint: str,
@@ -183,22 +215,41 @@ def _build_entry(model: OODModel, dataset: ImageDataset, entry: Path, ref: Model
         "with_odin": request.with_odin, "odin_eps": odin_eps,
         "odin_temperature": request.odin_temperature, "transform": model.preprocessing.describe(),
     }
-    done = set(store.prepare_chunks(entry, plan))
+    ranks = distributed.current()
+    # The main rank keeps or discards an interrupted build's chunks; every rank then sees the
+    # same finished set (nothing is written before the broadcast) and takes its contiguous share.
+    done = set(distributed.from_main(store.prepare_chunks(entry, plan) if ranks.is_main else None))
     todo = [c for c in range(n_chunks) if c not in done]
+    mine = distributed.split_evenly(todo, ranks)
     desc = entry_label(ref.key, dataset_name, split)
     total = len(indices)
-    done_items = sum(min(per_chunk, total - c * per_chunk) for c in done)
 
-    if todo:
+    def rows_of(chunks: Iterable[int]) -> int:
+        return sum(min(per_chunk, total - c * per_chunk) for c in chunks)
+
+    done_items = rows_of(done)
+    if mine:
         if on_progress is not None:  # the pass starts (the first batch can take a while)
             on_progress(desc, done_items, total)
-        run_chunks(model, dataset, entry, indices, todo, per_chunk, total, done_items, desc,
+        shown = (done_items, total) if not ranks.distributed else (0, rows_of(mine))
+        run_chunks(model, dataset, entry, indices, mine, per_chunk, total, shown, desc if not ranks.distributed
+                   else f"{desc} (rank {ranks.rank} of {ranks.world_size})",
                    device=device, batch_size=batch_size, num_workers=num_workers, with_odin=request.with_odin,
                    eps=request.odin_eps, temperature=request.odin_temperature, progress=progress,
                    on_progress=on_progress, model_name=ref.name)
     elif on_progress is not None:
         on_progress(desc, total, total)
+    distributed.barrier()  # every rank's chunks are written
+    if ranks.is_main:
+        _finalise(model, dataset, entry, ref, dataset_name, split, dataset_fingerprint, request, plan, n_chunks,
+                  total, desc)
+    distributed.barrier()  # the entry is complete before any rank moves on
 
+
+def _finalise(model: OODModel, dataset: ImageDataset, entry: Path, ref: ModelRef, dataset_name: str, split: str,
+              dataset_fingerprint: str, request: Request, plan: dict, n_chunks: int, total: int, desc: str) -> None:
+    """Concatenate the chunks in order and write the entry (the main rank, once all chunks exist)."""
+    odin_eps = plan["odin_eps"]
     tensors, skipped = concatenate(store.read_chunks(entry, n_chunks))
     if tensors is None:
         raise OODLensError(f"dataset {dataset_name} split {split}: none of its {total} images could be read")
@@ -216,6 +267,24 @@ def _build_entry(model: OODModel, dataset: ImageDataset, entry: Path, ref: Model
                             "items": skipped_items[: store.MAX_REPORTED_SKIPS]},
         "odin_eps": odin_eps, "odin_temperature": request.odin_temperature,
         "class_names": list(model.class_names), "num_classes": model.num_classes,
-        "feature_dim": model.feature_dim,
+        "feature_dim": model.feature_dim, "store_dtype": request.store_dtype or "float32",
     }
-    store.write_entry(entry, tensors, manifest)
+    store.write_entry(entry, stored_as(tensors, request.store_dtype or "float32", desc), manifest)
+
+
+def stored_as(tensors: dict[str, torch.Tensor], store_dtype: str, desc: str) -> dict[str, torch.Tensor]:
+    """The float tensors cast to ``store_dtype`` (integers untouched). float16 refuses values
+    beyond its range (±65504) instead of storing ±inf: the entry would then fail every read."""
+    dtype = STORE_DTYPES[store_dtype]
+    if dtype == torch.float32:
+        return tensors
+    out = {}
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point():
+            peak = float(tensor.abs().max()) if tensor.numel() else 0.0
+            if peak > FLOAT16_MAX:
+                raise OODLensError(f"{desc}: its {name} reach {peak:.4g}, beyond float16's range (65504); "
+                                   "store this model's cache as float32 (drop --dtype float16)")
+            tensor = tensor.to(dtype)
+        out[name] = tensor
+    return out

@@ -11,20 +11,21 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from ood_core import paths
+from ood_core import distributed, paths
 from ood_core.cache import store
 from ood_core.cache.builder import (
+    DEFAULT_CHUNK_BATCHES,
     ProgressCallback,
     Request,
     build_features,
     entry_label,
+    main_rank_lock,
     odin_settings,
     stderr_log,
 )
 from ood_core.cache.provenance import ModelRef, load_model
 from ood_core.cache.stats_builder import build_train_stats, stats_label, statistics_outdated, wanted_statistics
 from ood_core.datasets.base import ImageDataset
-from ood_core.locks import build_lock
 from ood_core.models.base import OODModel
 from ood_core.progress import ProgressTracker, Stage
 from ood_core.statistics import Statistic
@@ -73,6 +74,8 @@ def ensure_entries(
     model: tuple[OODModel, ModelRef] | None = None,
     statistics: Iterable[str | Statistic] | None = None,
     tracker: ProgressTracker | None = None,
+    store_dtype: str | None = None,
+    chunk_batches: int = DEFAULT_CHUNK_BATCHES,
 ) -> dict[tuple[str, str], Path]:
     """Build whatever is missing or stale for (model, ID dataset, OOD datasets), by name.
 
@@ -94,7 +97,12 @@ def ensure_entries(
     ``tracker``: given the plan (one stage per entry to build, then the training statistics)
     before the first starts, and every progress event (``on_progress`` still gets them too).
     Entries the plan expects to reuse but that fail a reader's check (with ``verify``) join it
-    when their rebuild starts.
+    when their rebuild starts. ``store_dtype``: ``"float32"`` or the opt-in ``"float16"`` store
+    of the entries' float tensors (an entry stored otherwise is rebuilt); None (the readers'
+    choice): keep what is stored, build new entries as float32.
+
+    Under torchrun every rank calls this with the same arguments (:mod:`ood_core.distributed`):
+    the main rank holds the locks and takes the decisions, every rank computes its share.
     """
     from ood_core.datasets import canonical_dataset_name, create_dataset
 
@@ -103,14 +111,17 @@ def ensure_entries(
     eps, temperature = odin_settings(odin_eps, odin_temperature)
     wanted = wanted_statistics(statistics)  # unknown names fail now, before any work
     root = Path(cache_root) if cache_root is not None else paths.cache_root()
+    ranks = distributed.current()
     log = log or stderr_log
+    if not ranks.is_main:
+        tracker = None
     net, ref = model if model is not None else load_model(model_name, checkpoint, root)
     if tracker is not None:
         on_progress = _relay(tracker, on_progress)
     common = dict(device=device, batch_size=batch_size, limit=limit, num_workers=num_workers, odin_eps=eps,
                   odin_temperature=temperature, progress=progress, on_progress=on_progress, model_name=ref.name,
-                  checkpoint=ref.checkpoint, log=log)
-    with build_lock(store.train_stats_dir(root, ref.key, id_dataset) / BENCHMARK_LOCK,
+                  checkpoint=ref.checkpoint, log=log, store_dtype=store_dtype, chunk_batches=chunk_batches)
+    with main_rank_lock(store.train_stats_dir(root, ref.key, id_dataset) / BENCHMARK_LOCK,
                     f"benchmark {ref.key}/{id_dataset}", log):
         id_test = store.entry_dir(root, ref.key, id_dataset, "test")
         if reuse_cached_limit and limit is None and not rebuild and store.is_complete(id_test):
@@ -118,7 +129,7 @@ def ensure_entries(
                 common["limit"] = store.read_manifest(id_test, ref.key, id_dataset, "test").get("limit")
             except store.StaleCacheError:
                 pass
-        request = Request(common["limit"], with_odin, eps, temperature)
+        request = Request(common["limit"], with_odin, eps, temperature, store_dtype)
 
         def unverified_ok(dataset: str, split: str, odin: bool) -> bool:
             """Without ``verify``: complete and built for this request (a reader checks the rest)."""
@@ -129,7 +140,7 @@ def ensure_entries(
                 manifest = store.read_manifest(entry, ref.key, dataset, split)
             except store.StaleCacheError:
                 return True  # the reader names it, with the command that repairs it
-            return Request(request.limit, odin, eps, temperature).mismatch(manifest) is None
+            return Request(request.limit, odin, eps, temperature, store_dtype).mismatch(manifest) is None
 
         datasets: dict[tuple[str, str], ImageDataset] = {}
 
@@ -142,8 +153,9 @@ def ensure_entries(
 
         # val and test first (with ODIN), so the training statistics find val already built.
         order = [(id_dataset, "val"), (id_dataset, "test"), *((name, "test") for name in ood_list)]
-        reusable = {(d, s): unverified_ok(d, s, with_odin) for d, s in order}
-        train_ok = unverified_ok(id_dataset, "train", False)
+        # every rank follows the main rank's reading of the cache
+        reusable = distributed.from_main({(d, s): unverified_ok(d, s, with_odin) for d, s in order})
+        train_ok = distributed.from_main(unverified_ok(id_dataset, "train", False))
         versions = {stat.name: stat.version for stat in wanted}
         # the plan's guess; the decision is taken again after the entries are built, because a
         # rebuilt val entry (e.g. for ODIN) makes the stored statistics' sources stale
@@ -177,7 +189,7 @@ def ensure_entries(
             if tracker is not None:
                 tracker.finish(key)
         # The statistics follow the train / val entries (val may just have been rebuilt for ODIN).
-        if verify or not train_ok or statistics_outdated(root, ref, id_dataset, versions):
+        if distributed.from_main(verify or not train_ok or statistics_outdated(root, ref, id_dataset, versions)):
             keys = (entry_label(ref.key, id_dataset, "train"), stats_label(ref.key, id_dataset))
             if tracker is not None:
                 tracker.begin(keys[0] if not train_ok else keys[1])

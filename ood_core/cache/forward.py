@@ -61,11 +61,13 @@ def check_finite_outputs(tensors: dict[str, Tensor], desc: str) -> None:
 
 
 def run_chunks(model: OODModel, dataset: ImageDataset, entry: Path, indices: list[int], todo: list[int],
-               per_chunk: int, total: int, done_items: int, desc: str, *, device: torch.device,
+               per_chunk: int, total: int, shown: tuple[int, int], desc: str, *, device: torch.device,
                batch_size: int, num_workers: int, with_odin: bool, eps: tuple[float, ...],
                temperature: float, progress: bool, on_progress: ProgressCallback | None,
                model_name: str) -> None:
-    """Compute and write the chunks ``todo`` (each ``per_chunk`` items of ``indices``)."""
+    """Compute and write the chunks ``todo`` (each ``per_chunk`` items of ``indices``, ``total``
+    items in all). ``shown``: (items already done, items in all) as the progress bar and
+    ``on_progress`` count them: the whole entry in one process, this rank's share under torchrun."""
     # Every chunk but the dataset's last holds exactly chunk_batches full batches, so one
     # loader over the missing chunks' items yields batches that never straddle two chunks.
     wanted = [i for c in todo for i in indices[c * per_chunk:(c + 1) * per_chunk]]
@@ -76,7 +78,8 @@ def run_chunks(model: OODModel, dataset: ImageDataset, entry: Path, indices: lis
     weight, bias = model.head_weight, model.head_bias
     if with_odin:
         from ood_core.models.perturb import odin_perturbed_logits
-    bar = tqdm(total=total, initial=done_items, desc=desc, unit="img", disable=not progress, file=sys.stderr,
+    done_items, shown_total = shown
+    bar = tqdm(total=shown_total, initial=done_items, desc=desc, unit="img", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
     written = 0
     chunk_iter = iter(todo)
@@ -107,7 +110,7 @@ def run_chunks(model: OODModel, dataset: ImageDataset, entry: Path, indices: lis
             processed += batch_items
             bar.update(batch_items)
             if on_progress is not None:
-                on_progress(desc, processed, total)
+                on_progress(desc, processed, shown_total)
             if seen_in_chunk >= chunk_size:
                 store.write_chunk(entry, current, chunk_tensors(parts, skipped))
                 written += 1

@@ -19,12 +19,11 @@ from typing import Callable, Iterable
 
 from torch import Tensor
 
-from ood_core import paths
+from ood_core import distributed, paths
 from ood_core.cache import stats_store, store
-from ood_core.cache.builder import Request, build_features, reuse_problem, stderr_log
+from ood_core.cache.builder import Request, build_features, main_rank_lock, reuse_problem, stderr_log
 from ood_core.cache.provenance import ModelRef
 from ood_core.datasets.base import ImageDataset
-from ood_core.locks import build_lock
 from ood_core.models.base import OODModel
 from ood_core.registry import OODLensError
 from ood_core.statistics import Statistic, TrainingData, compute_statistics, list_statistics, resolve_statistics
@@ -75,62 +74,80 @@ def build_train_stats(
               "checkpoint": checkpoint, "log": log}
     folder = store.train_stats_dir(root, ref.key, dataset_name)
     label = f"{ref.key}/{dataset_name}"
-    with build_lock(folder / STATS_LOCK, f"training statistics of {label}", log):
-        store.remove_stale_temp_files(folder)
+    ranks = distributed.current()
+    with main_rank_lock(folder / STATS_LOCK, f"training statistics of {label}", log):
+        if ranks.is_main:
+            store.remove_stale_temp_files(folder)
         train_entry = build_features(model, train_dataset, "train", root, rebuild=rebuild, **common)
         entries = {"train": train_entry}
         if val_dataset is not None:
             val_entry = store.entry_dir(root, ref.key, dataset_name, "val")
-            # Any valid val entry of this limit serves, whatever its ODIN grid (ensure_entries
-            # builds it first, with ODIN logits); with_odin=False: only the limit is compared.
-            _, why = (True, "missing") if not store.is_complete(val_entry) else reuse_problem(
-                val_entry, ref, dataset_name, "val", val_dataset.fingerprint(),
-                Request(build_kwargs.get("limit"), False, (), 0.0))
-            if why is not None:
+            # Any valid val entry of this limit serves, whatever its ODIN grid or stored dtype
+            # (ensure_entries builds it first, with ODIN logits): only the limit is compared.
+            why = None
+            if ranks.is_main:
+                _, why = (True, "missing") if not store.is_complete(val_entry) else reuse_problem(
+                    val_entry, ref, dataset_name, "val", val_dataset.fingerprint(),
+                    Request(build_kwargs.get("limit"), False, (), 0.0, None))
+            if distributed.from_main(why) is not None:
                 build_features(model, val_dataset, "val", root, **common)
             entries["val"] = val_entry
-        sources = {split: store.manifest_digest(store.read_manifest(entry, ref.key, dataset_name, split))
-                   for split, entry in entries.items()}
+        # The statistics come from the whole training split: the main rank reads the entry the
+        # ranks' shards were concatenated into (every row, in order), so sums, counts,
+        # percentiles and the KNN bank are those of one process, never averages of per-rank ones.
+        if ranks.is_main:
+            _update_statistics(model, root, ref, dataset_name, entries, wanted, versions, rebuild, log,
+                               build_kwargs.get("limit"), build_kwargs.get("on_progress"))
+        distributed.barrier()
+    return folder
 
-        kept: dict[str, Tensor] = {}
-        kept_versions: dict[str, int] = {}
-        todo = wanted
-        if not rebuild:
-            why, stored = _stored(root, ref, dataset_name, sources)
-            if stored is not None:
-                tensors, manifest = stored
-                outdated = stats_store.stale_statistics(manifest, versions)
-                if not outdated:
-                    return folder
-                log(f"computing the training statistics {', '.join(outdated)} of {label} "
-                    f"(the stored ones: {'; '.join(outdated.values())})")
-                kept_versions = {name: version for name, version in stats_store.recorded_statistics(manifest).items()
-                                 if name not in outdated}
-                kept = {name: tensors[name] for name in kept_versions}
-                todo = [stat for stat in wanted if stat.name in outdated]
-            elif why != "is missing":
-                log(f"recomputing the training statistics of {label} (the stored ones: {why})")
 
-        on_progress = build_kwargs.get("on_progress")
-        label_stats = stats_label(ref.key, dataset_name)
-        if on_progress is not None:  # loading the training features comes first
-            on_progress(label_stats, 0, len(todo))
-        train, _ = store.load_entry(train_entry, ref.key, dataset_name, "train")
-        val_features = store.load_entry(entries["val"], ref.key, dataset_name, "val")[0]["penultimate"] \
-            if "val" in entries else None
-        labels = train["labels"]
-        if bool((labels < 0).any()):
-            raise OODLensError(f"dataset {dataset_name} train split has unlabeled images; training statistics "
-                               "need labels")
-        weight, bias = model.head_weight.detach().float().cpu(), model.head_bias.detach().float().cpu()
-        data = TrainingData(train["penultimate"], train["logits"], labels, weight, bias, val_features)
-        computed = compute_statistics(todo, data, on_progress=None if on_progress is None else
-                                      lambda done, total: on_progress(label_stats, done, total))
-        return stats_store.save_train_stats(
-            root, ref.key, dataset_name, {**kept, **computed}, weight, bias,
-            {"model_name": ref.name, "model_fingerprint": ref.fingerprint, "checkpoint": ref.checkpoint,
-             "sources": sources, "limit": build_kwargs.get("limit"), "rows": int(labels.numel())},
-            versions={**kept_versions, **{stat.name: stat.version for stat in todo}})
+def _update_statistics(model: OODModel, root: Path, ref: ModelRef, dataset_name: str, entries: dict[str, Path],
+                       wanted: list[Statistic], versions: dict[str, int], rebuild: bool,
+                       log: Callable[[str], None], limit: int | None, on_progress) -> None:
+    """Compute the missing or stale statistics from the cached train (and val) entries and save them."""
+    label = f"{ref.key}/{dataset_name}"
+    train_entry = entries["train"]
+    sources = {split: store.manifest_digest(store.read_manifest(entry, ref.key, dataset_name, split))
+               for split, entry in entries.items()}
+    kept: dict[str, Tensor] = {}
+    kept_versions: dict[str, int] = {}
+    todo = wanted
+    if not rebuild:
+        why, stored = _stored(root, ref, dataset_name, sources)
+        if stored is not None:
+            tensors, manifest = stored
+            outdated = stats_store.stale_statistics(manifest, versions)
+            if not outdated:
+                return
+            log(f"computing the training statistics {', '.join(outdated)} of {label} "
+                f"(the stored ones: {'; '.join(outdated.values())})")
+            kept_versions = {name: version for name, version in stats_store.recorded_statistics(manifest).items()
+                             if name not in outdated}
+            kept = {name: tensors[name] for name in kept_versions}
+            todo = [stat for stat in wanted if stat.name in outdated]
+        elif why != "is missing":
+            log(f"recomputing the training statistics of {label} (the stored ones: {why})")
+
+    label_stats = stats_label(ref.key, dataset_name)
+    if on_progress is not None:  # loading the training features comes first
+        on_progress(label_stats, 0, len(todo))
+    train, _ = store.load_entry(train_entry, ref.key, dataset_name, "train")
+    val_features = store.load_entry(entries["val"], ref.key, dataset_name, "val")[0]["penultimate"] \
+        if "val" in entries else None
+    labels = train["labels"]
+    if bool((labels < 0).any()):
+        raise OODLensError(f"dataset {dataset_name} train split has unlabeled images; training statistics "
+                           "need labels")
+    weight, bias = model.head_weight.detach().float().cpu(), model.head_bias.detach().float().cpu()
+    data = TrainingData(train["penultimate"], train["logits"], labels, weight, bias, val_features)
+    computed = compute_statistics(todo, data, on_progress=None if on_progress is None else
+                                  lambda done, total: on_progress(label_stats, done, total))
+    stats_store.save_train_stats(
+        root, ref.key, dataset_name, {**kept, **computed}, weight, bias,
+        {"model_name": ref.name, "model_fingerprint": ref.fingerprint, "checkpoint": ref.checkpoint,
+         "sources": sources, "limit": limit, "rows": int(labels.numel())},
+        versions={**kept_versions, **{stat.name: stat.version for stat in todo}})
 
 
 def _stored(cache_root: Path, model: ModelRef, id_dataset: str, sources: dict[str, str]

@@ -132,16 +132,6 @@ def from_main(value: T) -> T:
     return box[0]
 
 
-def all_ok(ok: bool) -> bool:
-    """True on every rank when ``ok`` is True on every rank (a failed rank stops the others
-    instead of leaving them waiting at the next barrier)."""
-    if not current().distributed:
-        return ok
-    flag = torch.tensor([0 if ok else 1], dtype=torch.int64)
-    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
-    return int(flag.item()) == 0
-
-
 def split_evenly(items: Sequence[T], ranks: Ranks | None = None) -> list[T]:
     """This rank's contiguous share of ``items``: rank r gets ``items[r·n/w : (r+1)·n/w]``
     (floor division), so the shares cover every item exactly once, in order."""

@@ -6,10 +6,30 @@ at call time (``chunks.ROW_CHUNK``), so a test can force tiny chunks and cross e
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 ROW_CHUNK = 4096  # rows per step of a row-wise fast path
-ELEMENT_BUDGET = 1 << 24  # elements of the largest temporary a chunked GEMM may build (64 MB float32)
+
+
+def _declared_budget() -> int:
+    """Elements of float32 in ``$OOD_LENS_CHUNK_MB`` megabytes (default 64 MB: a (4096, 4096)
+    block; on a large GPU, e.g. ``OOD_LENS_CHUNK_MB=1024`` lets KNN's similarity block and the
+    chunked GEMMs take 16× bigger steps)."""
+    text = os.environ.get("OOD_LENS_CHUNK_MB", "64")
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes > 0:
+        from ood_core.registry import OODLensError
+
+        raise OODLensError(f"OOD_LENS_CHUNK_MB must be a positive number of megabytes, got {text!r}")
+    return max(1, int(megabytes * (1 << 20)) // 4)
+
+
+# Elements of the largest temporary a chunked path may build: the declared memory budget.
+ELEMENT_BUDGET = _declared_budget()
 
 
 def row_ranges(n: int, rows: int | None = None) -> Iterator[tuple[int, int]]:

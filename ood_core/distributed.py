@@ -4,7 +4,8 @@
 with ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``MASTER_ADDR`` in their environment;
 :func:`setup` joins them into one process group (gloo on the CPU, NCCL on CUDA). Without those
 variables nothing is initialised and :data:`SINGLE` describes the one process, so the same
-code runs both ways.
+code runs both ways. The training statistics are reduced with :func:`all_reduce_sum` (float64
+sums) and :func:`all_gather_cat` (rows kept from every rank); see :mod:`ood_core.statistics`.
 
 How a build is shared (``ood_core.cache.builder``):
 
@@ -28,6 +29,7 @@ from typing import Any, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 from ood_core.registry import OODLensError
 
@@ -91,10 +93,12 @@ def setup(device: torch.device) -> Ranks:
         _current = SINGLE
         return SINGLE
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if backend == "nccl":
+        if device.type == "cuda":
             torch.cuda.set_device(ranks.local_rank)
-        dist.init_process_group(backend=backend)
+            # NCCL for the GPU tensors, gloo for the float64 statistics summed on the CPU
+            dist.init_process_group(backend="cpu:gloo,cuda:nccl")
+        else:
+            dist.init_process_group(backend="gloo")
     _current = ranks
     return ranks
 
@@ -130,6 +134,31 @@ def from_main(value: T) -> T:
     box: list[Any] = [value if current().is_main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def _collective_device() -> torch.device:
+    """Where a collective's tensors must live: the rank's GPU under NCCL alone, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(value: Tensor) -> Tensor:
+    """The sum of ``value`` over every rank (float64 sums stay float64), on ``value``'s device."""
+    if not current().distributed:
+        return value
+    out = value.to(_collective_device()).contiguous().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out.to(value.device)
+
+
+def all_gather_cat(value: Tensor) -> Tensor:
+    """Every rank's ``value`` (any number of rows each) concatenated along dim 0 in rank order."""
+    if not current().distributed:
+        return value
+    parts: list[Any] = [None] * current().world_size
+    dist.all_gather_object(parts, value.cpu())
+    return torch.cat(parts, 0).to(value.device)
 
 
 def split_evenly(items: Sequence[T], ranks: Ranks | None = None) -> list[T]:

@@ -30,6 +30,15 @@ Every statistic is computed in float64 from a :class:`TrainingData`, whose share
 intermediates (float64 copies, class sums and means, and any a method memoises with
 :meth:`TrainingData.shared`) are computed once however many statistics use them, and returned
 by :func:`compute_statistics` as a contiguous float32 tensor.
+
+**Several processes** (``torchrun``, :mod:`ood_core.distributed`). A statistic reads the
+training rows only through :meth:`TrainingData.total` (a float64 sum over rows: each rank sums
+its own contiguous rows, then ``all_reduce(SUM)``; divide after) and
+:meth:`TrainingData.gathered` (rows or values kept from every rank, joined in row order: the
+KNN bank, the activation samples behind percentiles). Nothing is averaged per rank, and no rank
+holds a float64 copy of more than its own rows. Every rank computes the same statistics in the
+same order (their collectives must match); rank 0 stores them. In one process the local rows
+are all rows, and the sums are the plain whole-tensor expressions.
 """
 from __future__ import annotations
 
@@ -39,6 +48,8 @@ from typing import Callable, Iterable, TypeVar
 import torch
 from torch import Tensor
 
+from ood_core import distributed
+from ood_core.distributed import Ranks
 from ood_core.registry import OODLensError, unknown_name
 
 # Enough values for percentile look-ups accurate to ~0.01 pt without storing N·D floats.
@@ -72,15 +83,54 @@ class TrainingData:
     features: (M, D) float; logits: (M, K); labels: (M,) int64 in [0, K); head_weight W (K, D);
     head_bias b (K,); val_features: (V, D) ID-validation features, or None. Every property
     below is computed on first use and kept, so statistics that share work do it once.
+
+    ``ranks``: in a torchrun job, this process's place (default :func:`ood_core.distributed.current`);
+    every rank passes the whole split (a memory-mapped entry costs nothing until read) and
+    reads only its rows, ``rows = [start, stop)``.
     """
 
     def __init__(self, features: Tensor, logits: Tensor, labels: Tensor, head_weight: Tensor, head_bias: Tensor,
-                 val_features: Tensor | None = None) -> None:
+                 val_features: Tensor | None = None, ranks: Ranks | None = None) -> None:
         if features.shape[0] == 0:
             raise TrainingDataError("cannot compute training statistics from an empty training split")
         self.features, self.logits, self.labels = features, logits, labels
         self.head_weight, self.head_bias, self.val_features = head_weight, head_bias, val_features
+        self.ranks = ranks or distributed.current()
+        m = int(features.shape[0])
+        self.rows = (self.ranks.rank * m // self.ranks.world_size, (self.ranks.rank + 1) * m // self.ranks.world_size)
         self._memo: dict[str, object] = {}
+
+    # -- this rank's rows, and the two ways a statistic reads them ------------------------------
+    def local(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(h (m, D) float64, z (m, K) float64, y (m,) int64) of this rank's rows (all rows in one
+        process: the same tensors as :attr:`h`, :attr:`z`, :attr:`y`)."""
+        if not self.ranks.distributed:
+            return self.h, self.z, self.y
+        start, stop = self.rows
+        return self.shared("local", lambda: (self.features[start:stop].double(), self.logits[start:stop].double(),
+                                             self.labels[start:stop].long()))
+
+    def total(self, key: str, partial: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Tensor:
+        """Σ over every training row of ``partial(h, z, y)`` (a float64 sum over the rows it is
+        given), computed once per ``key``: each rank sums its rows, then ``all_reduce(SUM)``."""
+        def compute() -> Tensor:
+            value = partial(*self.local())
+            if self.ranks.distributed:
+                value = distributed.all_reduce_sum(value)
+            return value
+
+        return self.shared(key, compute)
+
+    def gathered(self, key: str, keep: Callable[[Tensor, Tensor, Tensor, int], Tensor]) -> Tensor:
+        """``keep(h, z, y, start)`` of every rank (``start``: the global index of its first row),
+        concatenated in rank order, i.e. in row order; computed once per ``key``."""
+        def compute() -> Tensor:
+            value = keep(*self.local(), self.rows[0])
+            if self.ranks.distributed:
+                value = distributed.all_gather_cat(value)
+            return value
+
+        return self.shared(key, compute)
 
     def shared(self, key: str, compute: Callable[[], T]) -> T:
         """``compute()`` once per key: an intermediate several statistics use (e.g. ViM's
@@ -116,13 +166,14 @@ class TrainingData:
     @property
     def class_counts(self) -> Tensor:
         """(K,) float64 training images per class."""
-        return self.shared("class_counts", lambda: torch.bincount(self.y, minlength=self.k).double())
+        return self.total("class_counts", lambda h, z, y: torch.bincount(y, minlength=self.k).double())
 
     @property
     def class_means(self) -> Tensor:
         """(K, D) float64 μ_c (a class without images: zeros)."""
         def compute() -> Tensor:
-            sums = torch.zeros(self.k, self.d, dtype=torch.float64, device=self.h.device).index_add_(0, self.y, self.h)
+            sums = self.total("class_sums", lambda h, z, y: torch.zeros(self.k, self.d, dtype=torch.float64,
+                                                                        device=h.device).index_add_(0, y, h))
             return sums / self.class_counts.clamp(min=1).unsqueeze(1)
 
         return self.shared("class_means", compute)
@@ -217,20 +268,44 @@ def compute_all_statistics(train_features: Tensor, train_logits: Tensor, train_l
     return compute_statistics(list_statistics(), data)
 
 
+def _sample_positions(total: int, generator_seed: int = 0) -> Tensor | None:
+    """The flat positions of the activations kept for the percentile look-ups: a seeded random
+    ``MAX_SORTED_ACTIVATIONS`` of ``total``, the same on every rank; None: keep them all."""
+    if total <= MAX_SORTED_ACTIVATIONS:
+        return None
+    gen = torch.Generator(device="cpu").manual_seed(generator_seed)
+    return torch.randperm(total, generator=gen)[:MAX_SORTED_ACTIVATIONS]
+
+
 def _sorted_sample(features: Tensor, generator_seed: int = 0) -> Tensor:
     flat = features.reshape(-1).float()
-    if flat.numel() > MAX_SORTED_ACTIVATIONS:
-        gen = torch.Generator(device="cpu").manual_seed(generator_seed)
-        idx = torch.randperm(flat.numel(), generator=gen)[:MAX_SORTED_ACTIVATIONS].to(flat.device)
-        flat = flat[idx]
+    idx = _sample_positions(flat.numel(), generator_seed)
+    if idx is not None:
+        flat = flat[idx.to(flat.device)]
     return flat.sort().values
+
+
+def _sorted_training_sample(data: TrainingData) -> Tensor:
+    """:func:`_sorted_sample` of all training activations, each rank contributing the sampled
+    positions that fall in its rows (the same values as one process: a multiset, then sorted)."""
+    positions = _sample_positions(data.m * data.d)
+
+    def keep(h: Tensor, z: Tensor, y: Tensor, start: int) -> Tensor:
+        flat = h.reshape(-1).float()
+        if positions is None:
+            return flat
+        first = start * data.d
+        mine = positions[(positions >= first) & (positions < first + flat.numel())] - first
+        return flat[mine.to(flat.device)]
+
+    return data.gathered("train_activation_sample", keep).sort().values
 
 
 # -- the statistics several methods or pages share ------------------------------------------------
 @register_statistic("feature_mean", shape="(D,)")
 def _feature_mean(data: TrainingData) -> Tensor:
     """m̄ = mean_x h(x) (DICE's contribution estimate)."""
-    return data.h.mean(0)
+    return data.total("feature_sum", lambda h, z, y: h.sum(0)) / data.m
 
 
 @register_statistic("class_means", shape="(K, D)")
@@ -255,10 +330,12 @@ def _class_contribution(data: TrainingData) -> Tensor:
 def _val_activations_sorted(data: TrainingData) -> Tensor:
     """Ascending sample of the ID-validation activations (of the training ones without a
     validation split): ReAct's clip percentiles, LINe's δ shown as a percentile."""
-    return _sorted_sample(data.val_features if data.val_features is not None else data.h)
+    if data.val_features is None:
+        return _sorted_training_sample(data)
+    return _sorted_sample(data.val_features)
 
 
 @register_statistic("train_activations_sorted", shape="(≤ 2M,)")
 def _train_activations_sorted(data: TrainingData) -> Tensor:
     """Ascending sample of the training activations (ViM's ReAct baseline)."""
-    return _sorted_sample(data.h)
+    return _sorted_training_sample(data)

@@ -92,12 +92,10 @@ def build_train_stats(
             if distributed.from_main(why) is not None:
                 build_features(model, val_dataset, "val", root, **common)
             entries["val"] = val_entry
-        # The statistics come from the whole training split: the main rank reads the entry the
-        # ranks' shards were concatenated into (every row, in order), so sums, counts,
-        # percentiles and the KNN bank are those of one process, never averages of per-rank ones.
-        if ranks.is_main:
-            _update_statistics(model, root, ref, dataset_name, entries, wanted, versions, rebuild, log,
-                               build_kwargs.get("limit"), build_kwargs.get("on_progress"))
+        # Every rank computes the statistics from its own rows of the joined training entry,
+        # reduced exactly (float64 sums, gathered rows: ood_core.statistics); rank 0 stores them.
+        _update_statistics(model, root, ref, dataset_name, entries, wanted, versions, rebuild, log,
+                           build_kwargs.get("limit"), build_kwargs.get("on_progress"))
         distributed.barrier()
     return folder
 
@@ -106,33 +104,23 @@ def _update_statistics(model: OODModel, root: Path, ref: ModelRef, dataset_name:
                        wanted: list[Statistic], versions: dict[str, int], rebuild: bool,
                        log: Callable[[str], None], limit: int | None, on_progress) -> None:
     """Compute the missing or stale statistics from the cached train (and val) entries and save them."""
+    ranks = distributed.current()
     label = f"{ref.key}/{dataset_name}"
-    train_entry = entries["train"]
-    sources = {split: store.manifest_digest(store.read_manifest(entry, ref.key, dataset_name, split))
-               for split, entry in entries.items()}
-    kept: dict[str, Tensor] = {}
-    kept_versions: dict[str, int] = {}
-    todo = wanted
-    if not rebuild:
-        why, stored = _stored(root, ref, dataset_name, sources)
-        if stored is not None:
-            tensors, manifest = stored
-            outdated = stats_store.stale_statistics(manifest, versions)
-            if not outdated:
-                return
-            log(f"computing the training statistics {', '.join(outdated)} of {label} "
-                f"(the stored ones: {'; '.join(outdated.values())})")
-            kept_versions = {name: version for name, version in stats_store.recorded_statistics(manifest).items()
-                             if name not in outdated}
-            kept = {name: tensors[name] for name in kept_versions}
-            todo = [stat for stat in wanted if stat.name in outdated]
-        elif why != "is missing":
-            log(f"recomputing the training statistics of {label} (the stored ones: {why})")
-
+    sources = kept = kept_versions = None
+    todo_names: list[str] = []
+    if ranks.is_main:  # what to compute: decided once, from the stored file
+        sources = {split: store.manifest_digest(store.read_manifest(entry, ref.key, dataset_name, split))
+                   for split, entry in entries.items()}
+        kept, kept_versions, todo_names = _plan(root, ref, dataset_name, sources, wanted, versions, rebuild, log, label)
+    todo_names = distributed.from_main(todo_names)
+    if not todo_names:
+        return
+    todo = [stat for stat in wanted if stat.name in set(todo_names)]
+    progress = on_progress if ranks.is_main else None
     label_stats = stats_label(ref.key, dataset_name)
-    if on_progress is not None:  # loading the training features comes first
-        on_progress(label_stats, 0, len(todo))
-    train, _ = store.load_entry(train_entry, ref.key, dataset_name, "train")
+    if progress is not None:  # loading the training features comes first
+        progress(label_stats, 0, len(todo))
+    train, _ = store.load_entry(entries["train"], ref.key, dataset_name, "train")
     val_features = store.load_entry(entries["val"], ref.key, dataset_name, "val")[0]["penultimate"] \
         if "val" in entries else None
     labels = train["labels"]
@@ -141,13 +129,37 @@ def _update_statistics(model: OODModel, root: Path, ref: ModelRef, dataset_name:
                            "need labels")
     weight, bias = model.head_weight.detach().float().cpu(), model.head_bias.detach().float().cpu()
     data = TrainingData(train["penultimate"], train["logits"], labels, weight, bias, val_features)
-    computed = compute_statistics(todo, data, on_progress=None if on_progress is None else
-                                  lambda done, total: on_progress(label_stats, done, total))
-    stats_store.save_train_stats(
-        root, ref.key, dataset_name, {**kept, **computed}, weight, bias,
-        {"model_name": ref.name, "model_fingerprint": ref.fingerprint, "checkpoint": ref.checkpoint,
-         "sources": sources, "limit": limit, "rows": int(labels.numel())},
-        versions={**kept_versions, **{stat.name: stat.version for stat in todo}})
+    computed = compute_statistics(todo, data, on_progress=None if progress is None else
+                                  lambda done, total: progress(label_stats, done, total))
+    if ranks.is_main:
+        stats_store.save_train_stats(
+            root, ref.key, dataset_name, {**kept, **computed}, weight, bias,
+            {"model_name": ref.name, "model_fingerprint": ref.fingerprint, "checkpoint": ref.checkpoint,
+             "sources": sources, "limit": limit, "rows": int(labels.numel())},
+            versions={**kept_versions, **{stat.name: stat.version for stat in todo}})
+
+
+def _plan(root: Path, ref: ModelRef, dataset_name: str, sources: dict[str, str], wanted: list[Statistic],
+          versions: dict[str, int], rebuild: bool, log: Callable[[str], None], label: str
+          ) -> tuple[dict[str, Tensor], dict[str, int], list[str]]:
+    """(stored statistics to keep, their versions, names to compute): everything without a usable
+    stored file (or with ``rebuild``); otherwise only the missing or outdated ones."""
+    if not rebuild:
+        why, stored = _stored(root, ref, dataset_name, sources)
+        if stored is not None:
+            tensors, manifest = stored
+            outdated = stats_store.stale_statistics(manifest, versions)
+            if not outdated:
+                return {}, {}, []
+            log(f"computing the training statistics {', '.join(outdated)} of {label} "
+                f"(the stored ones: {'; '.join(outdated.values())})")
+            kept_versions = {name: version for name, version in stats_store.recorded_statistics(manifest).items()
+                             if name not in outdated}
+            return ({name: tensors[name] for name in kept_versions}, kept_versions,
+                    [stat.name for stat in wanted if stat.name in outdated])
+        if why != "is missing":
+            log(f"recomputing the training statistics of {label} (the stored ones: {why})")
+    return {}, {}, [stat.name for stat in wanted]
 
 
 def _stored(cache_root: Path, model: ModelRef, id_dataset: str, sources: dict[str, str]

@@ -100,6 +100,9 @@ class MahalanobisScorer(Scorer):
 def _precision(data: TrainingData) -> Tensor:
     """P = pinv of the tied covariance of the class-centred training features, MLE (divide by
     M), as sklearn's EmpiricalCovariance; float64."""
-    centred = data.h - data.class_means[data.y]
-    covariance = centred.T @ centred / data.m
+    def scatter(h: Tensor, z: Tensor, y: Tensor) -> Tensor:
+        centred = h - data.class_means[y]
+        return centred.T @ centred
+
+    covariance = data.total("mahalanobis.scatter", scatter) / data.m
     return torch.linalg.pinv(covariance, hermitian=True)

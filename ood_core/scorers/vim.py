@@ -115,14 +115,17 @@ def _origin(data: TrainingData) -> Tensor:
     return data.shared("vim.origin", lambda: -(torch.linalg.pinv(data.W) @ data.b))
 
 
-def _principal_space(data: TrainingData) -> tuple[Tensor, Tensor, Tensor]:
-    """(shifted h − u (M, D), eigenvalues (D,) descending, eigenvectors (D, D) as columns) of
-    cov(h − u) (assumed centred, divide by M), float64, computed once for every ViM statistic."""
-    def compute() -> tuple[Tensor, Tensor, Tensor]:
-        shifted = data.h - _origin(data)
-        eigenvalues, eigenvectors = torch.linalg.eigh(shifted.T @ shifted / data.m)
+def _principal_space(data: TrainingData) -> tuple[Tensor, Tensor]:
+    """(eigenvalues (D,) descending, eigenvectors (D, D) as columns) of cov(h − u) (assumed
+    centred, divide by M), float64, computed once for every ViM statistic."""
+    def compute() -> tuple[Tensor, Tensor]:
+        def scatter(h: Tensor, z: Tensor, y: Tensor) -> Tensor:
+            shifted = h - _origin(data)
+            return shifted.T @ shifted
+
+        eigenvalues, eigenvectors = torch.linalg.eigh(data.total("vim.scatter", scatter) / data.m)
         order = eigenvalues.argsort(descending=True)
-        return shifted, eigenvalues[order], eigenvectors[:, order]
+        return eigenvalues[order], eigenvectors[:, order]
 
     return data.shared("vim.principal_space", compute)
 
@@ -136,27 +139,31 @@ def _vim_origin(data: TrainingData) -> Tensor:
 @register_statistic("vim_eigenvectors", version=1, shape="(D, D)")
 def _vim_eigenvectors(data: TrainingData) -> Tensor:
     """Eigenvectors of cov(h − u) (assumed centred), columns by descending eigenvalue."""
-    return _principal_space(data)[2]
+    return _principal_space(data)[1]
 
 
 @register_statistic("vim_eigenvalues", version=1, shape="(D,)")
 def _vim_eigenvalues(data: TrainingData) -> Tensor:
     """Eigenvalues of cov(h − u), descending."""
-    return _principal_space(data)[1]
+    return _principal_space(data)[0]
 
 
 @register_statistic("vim_residual_norm_mean", version=1, shape="(D + 1,)")
 def _vim_residual_norm_mean(data: TrainingData) -> Tensor:
     """[i] = mean_x ‖(h − u)·NS_i‖ with NS_i = eigenvectors[:, i:], i = 0..D."""
-    shifted, _, eigenvectors = _principal_space(data)
-    projections = (shifted @ eigenvectors) ** 2  # (M, D): energy along each principal axis
-    # residual energy after dropping the top-i axes: tail sums, i = 0..D
-    zeros = torch.zeros(data.m, 1, dtype=shifted.dtype, device=shifted.device)
-    tail = torch.cat([projections.flip(1).cumsum(1).flip(1), zeros], 1)
-    return tail.clamp(min=0).sqrt().mean(0)
+    _, eigenvectors = _principal_space(data)
+
+    def norms(h: Tensor, z: Tensor, y: Tensor) -> Tensor:
+        projections = ((h - _origin(data)) @ eigenvectors) ** 2  # (m, D): energy along each principal axis
+        # residual energy after dropping the top-i axes: tail sums, i = 0..D
+        zeros = torch.zeros(h.shape[0], 1, dtype=projections.dtype, device=projections.device)
+        tail = torch.cat([projections.flip(1).cumsum(1).flip(1), zeros], 1)
+        return tail.clamp(min=0).sqrt().sum(0)
+
+    return data.total("vim.residual_norm_sum", norms) / data.m
 
 
 @register_statistic("train_max_logit_mean", version=1, shape="()")
 def _train_max_logit_mean(data: TrainingData) -> Tensor:
     """mean_x max_k z_k over the training split (the numerator of α)."""
-    return data.z.max(1).values.mean()
+    return data.total("vim.max_logit_sum", lambda h, z, y: z.max(1).values.sum()) / data.m

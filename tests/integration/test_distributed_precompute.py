@@ -2,9 +2,10 @@
 single-process cache, and a rank killed mid-run loses nothing and costs nothing twice.
 
 Both builds run with one thread per process (torchrun's default), the same batches and the
-same chunks, so the tensors are compared bit for bit; the training statistics, computed by rank
-0 from the joined training entry, are compared at float tolerance as the issue asks (they are
-equal too). Each torchrun start costs a few seconds of imports per rank.
+same chunks, so the tensors are compared bit for bit. The training statistics are reduced
+across the ranks (float64 sums of each rank's rows, gathered rows for the KNN bank and the
+activation samples), so the sums are taken in another order: they are compared at float
+tolerance (relative 1e-6 of each tensor's scale; most come out equal). Each torchrun start costs a few seconds of imports per rank.
 """
 from __future__ import annotations
 
@@ -88,7 +89,16 @@ def assert_same_cache(reference: Path, other: Path) -> None:
     sa, sb = load_file(str(reference / stats[0])), load_file(str(other / stats[0]))
     assert sorted(sa) == sorted(sb)
     for name in sa:
-        torch.testing.assert_close(sb[name], sa[name], rtol=1e-6, atol=1e-7, msg=f"statistic {name}")
+        a, b = sa[name].double(), sb[name].double()
+        if name == "vim_eigenvectors":
+            # With 40 training rows and D = 256, most eigenvalues are 0 and their eigenvectors are
+            # any basis of that space, each vector up to its sign: the leading axes (distinct
+            # eigenvalues) must agree up to sign, and the whole basis must be orthonormal.
+            assert float((b.T @ b - torch.eye(b.shape[1], dtype=b.dtype)).abs().max()) < 1e-5
+            a, b = (a[:, :10].T @ b[:, :10]).diagonal().abs(), torch.ones(10, dtype=a.dtype)
+        error = float((a - b).abs().max()) if a.numel() else 0.0
+        scale = float(a.abs().max()) if a.numel() else 0.0
+        assert error <= 1e-6 * scale + 1e-9, f"statistic {name}: differs by {error:.3g} (scale {scale:.3g})"
 
 
 def test_torchrun_two_ranks_builds_the_single_process_cache(image_folder: Path, single_process_cache: Path,

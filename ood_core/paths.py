@@ -19,10 +19,18 @@ def benchmark_root() -> Path:
 
 
 def data_root() -> Path:
-    """Root for torchvision datasets (``download=False``): ``$OOD_LENS_DATA`` or ``~/.cache/ood-lens/data``."""
+    """Root of the datasets read from disk (torchvision sets, the ImageNet benchmark folders):
+    ``$OOD_LENS_DATA`` or ``~/.cache/ood-lens/data``."""
     return Path(os.environ.get("OOD_LENS_DATA", cache_root() / "data")).expanduser()
 
 
 def weights_dir() -> Path:
     """Weights shipped inside the package (the embedded demo model)."""
     return PACKAGE_ROOT / "weights"
+
+
+def downloads_allowed() -> bool:
+    """Whether datasets and pretrained weights may be downloaded: ``$OOD_LENS_DOWNLOAD`` is ``1``
+    (``--download`` on the CLIs sets it). Off by default: the product runs offline, and a missing
+    file is a one-line error naming where it is expected."""
+    return os.environ.get("OOD_LENS_DOWNLOAD", "").strip().lower() in ("1", "true", "yes")

@@ -148,5 +148,6 @@ from ood_core.datasets.splits import stratified_split, stratified_subset  # noqa
 
 # Importing the package registers every source, in list_datasets' order.
 from ood_core.datasets import benchmark_pack, folders, torchvision_sets  # noqa: E402,F401
+from ood_core.datasets import imagenet  # noqa: E402,F401
 from ood_core.datasets import demo  # noqa: E402,F401
 from ood_core.datasets import noise, outliers  # noqa: E402,F401

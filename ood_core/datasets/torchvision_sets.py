@@ -1,7 +1,9 @@
-"""torchvision datasets (``tv-*``), read from ``ood_core.paths.data_root()`` with ``download=False``.
+"""torchvision datasets (``tv-*``), read from ``ood_core.paths.data_root()``.
 
-Nothing is ever downloaded at run time: absent files raise an :class:`OODLensError` that
-says how to fetch them on a machine with network (or where ``$OOD_LENS_DATA`` should point).
+Nothing is downloaded unless downloads are allowed (``ood_core.paths.downloads_allowed()``:
+``$OOD_LENS_DOWNLOAD=1``, set by ``--download`` on the CLIs); then torchvision's own
+``download=True`` fetches and checks the files into the data root. Otherwise absent files raise
+an :class:`OODLensError` that says how to fetch them (or where ``$OOD_LENS_DATA`` should point).
 
 * ID: ``tv-cifar10``, ``tv-cifar100`` — ``train`` (the official training set), ``val``
   (10 % of the official test set, stratified, seed 0) and ``test`` (the other 90 %).
@@ -9,6 +11,8 @@ says how to fetch them on a machine with network (or where ``$OOD_LENS_DATA`` sh
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -16,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ood_core import paths
+from ood_core.cli_args import one_line
 from ood_core.datasets.base import DatasetInfo, ImageDataset
 from ood_core.datasets.benchmark_pack import CIFAR10_CLASSES
 from ood_core.datasets.splits import stratified_split
@@ -42,19 +47,36 @@ _ID_SPLITS = ("train", "val", "test")
 
 
 def _open_tv(name: str, class_name: str, split: str) -> Dataset:
-    """Instantiate ``torchvision.datasets.<class_name>`` for ``split`` with ``download=False``."""
+    """Instantiate ``torchvision.datasets.<class_name>`` for ``split`` from the data root; when its
+    files are absent and :func:`ood_core.paths.downloads_allowed`, again with ``download=True``
+    (torchvision checks the archive's MD5). Files already present are never re-checked or fetched."""
     import torchvision.datasets as tvd  # imported lazily: only the tv-* sets need it
 
     root = paths.data_root()
     cls = getattr(tvd, class_name)
-    try:
+
+    def open_it(download: bool) -> Dataset:
         if class_name == "SVHN":
-            return cls(str(root), split="train" if split == "train" else "test", download=False)
-        return cls(str(root), train=split == "train", download=False)
+            return cls(str(root), split="train" if split == "train" else "test", download=download)
+        return cls(str(root), train=split == "train", download=download)
+
+    try:
+        return open_it(download=False)
     except (RuntimeError, FileNotFoundError, OSError) as error:
+        if not paths.downloads_allowed():
+            raise OODLensError(
+                f"{name} is not at {root}: download it with torchvision (download=True) "
+                "on a machine with network, or set $OOD_LENS_DATA, or allow downloads "
+                "(--download, or OOD_LENS_DOWNLOAD=1)"
+            ) from error
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # torchvision prints progress: never into a report
+            return open_it(download=True)
+    except Exception as error:  # any network or archive failure: one line
         raise OODLensError(
-            f"{name} is not at {root}: download it with torchvision (download=True) "
-            "on a machine with network, or set $OOD_LENS_DATA"
+            f"{name} could not be downloaded into {root} ({type(error).__name__}: {one_line(error)[:200]}); "
+            "download it with torchvision (download=True) on a machine with network and copy it there, "
+            "or set $OOD_LENS_DATA"
         ) from error
 
 

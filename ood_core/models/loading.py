@@ -6,6 +6,7 @@ wrong and how to point to another file (``checkpoint=`` in Python, ``--checkpoin
 """
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -45,6 +46,29 @@ class CheckpointError(OODLensError):
 
 class PretrainedWeightsError(OODLensError):
     """Pretrained weights of a library model (torchvision / timm) are not available offline."""
+
+
+# What every "weights not cached" message offers besides a local checkpoint.
+ALLOW_DOWNLOAD = "allow the download (CLI: --download; env: OOD_LENS_DOWNLOAD=1)"
+
+
+def torch_hub_checkpoints() -> Path:
+    """torch hub's weight cache, ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``,
+    default ``~/.cache/torch/hub/checkpoints``): where torchvision's weights are looked up and downloaded."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache (where timm's weights live), read from the environment *now*, in
+    huggingface_hub's own order: ``$HF_HUB_CACHE``, ``$HUGGINGFACE_HUB_CACHE``, ``$HF_HOME/hub``,
+    ``$XDG_CACHE_HOME/huggingface/hub``, ``~/.cache/huggingface/hub``. (huggingface_hub reads these
+    once, at import; reading them per call lets a caller or a test point the cache elsewhere.)"""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.path.expandvars(os.environ[variable])).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
 
 
 def benchmark_weight_path(filename: str) -> Path:

@@ -4,20 +4,33 @@ Features use timm's own feature API: penultimate = ``forward_head(forward_featur
 pre_logits=True)``, i.e. exactly the input of the classifier Linear (after pooling and any
 ``fc_norm`` / head norm). Preprocessing comes from ``timm.data.resolve_data_config``.
 
-Pretrained weights are loaded by timm's own code, but only from a local cache (the Hugging Face
-hub cache or torch hub's): nothing is downloaded at run time, and a model whose weights are not
-cached raises :class:`PretrainedWeightsError` at once (instead of timm's minute of retries).
+Pretrained weights are loaded by timm's own code from a local cache: the Hugging Face hub cache
+(``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``; see
+:func:`~ood_core.models.loading.hf_hub_cache_dir`) or torch hub's (for configs with a URL). By
+default nothing is downloaded, and a model whose weights are not cached raises
+:class:`PretrainedWeightsError` at once (instead of timm's minute of retries); when downloads are
+allowed (``ood_core.paths.downloads_allowed()``, ``--download``) timm downloads them into that
+Hugging Face cache.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from ood_core.models.base import OODModel, Preprocessing, imagenet_input_note
-from ood_core.models.loading import PretrainedWeightsError, error_summary, load_checkpoint
+from ood_core.models.loading import (
+    ALLOW_DOWNLOAD,
+    PretrainedWeightsError,
+    error_summary,
+    hf_hub_cache_dir,
+    load_checkpoint,
+)
 from ood_core.models.torchvision_models import torch_hub_cached_file
+from ood_core.paths import downloads_allowed
 from ood_core.registry import OODLensError, UnknownNameError, register_model
 
 _HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
@@ -28,17 +41,22 @@ class UnsupportedModelError(OODLensError):
 
 
 def cached_pretrained_file(pretrained_cfg: dict) -> Path | None:
-    """The locally cached weight file of a timm pretrained config, or None when not cached."""
+    """The locally cached weight file of a timm pretrained config, or None when not cached.
+
+    Hugging Face hub layout (what ``huggingface_hub.try_to_load_from_cache`` reads, no network):
+    ``<hf_hub_cache_dir()>/models--<org>--<name>/refs/main`` holds a commit hash, and the file is
+    ``.../snapshots/<commit>/model.safetensors`` (or ``pytorch_model.bin``).
+    """
     if pretrained_cfg.get("file"):
         return Path(pretrained_cfg["file"])
     hub_id = pretrained_cfg.get("hf_hub_id")
     if hub_id:
-        from huggingface_hub import try_to_load_from_cache
+        import huggingface_hub
 
         names = ((pretrained_cfg["hf_hub_filename"],) if pretrained_cfg.get("hf_hub_filename")
                  else _HF_FILENAMES)
         for filename in names:
-            found = try_to_load_from_cache(hub_id, filename)
+            found = huggingface_hub.try_to_load_from_cache(hub_id, filename, cache_dir=str(hf_hub_cache_dir()))
             if isinstance(found, str):
                 return Path(found)
     url = pretrained_cfg.get("url")
@@ -85,11 +103,13 @@ def create_timm_network(timm_name: str, pretrained: bool, checkpoint: str | None
     if checkpoint is None and pretrained:
         pretrained_cfg = timm.models.get_pretrained_cfg(timm_name)
         cached = cached_pretrained_file(pretrained_cfg.to_dict()) if pretrained_cfg is not None else None
+        if cached is None and pretrained_cfg is not None and downloads_allowed():
+            return _download_timm_network(timm_name)
         if cached is None:
             raise PretrainedWeightsError(
                 f"pretrained weights of timm model {timm_name!r} are not in the local cache "
-                f"(Hugging Face hub / torch hub) and nothing is downloaded at run time; "
-                f"pass checkpoint=<path> (CLI: --checkpoint PATH) or pretrained=False"
+                f"(Hugging Face hub {hf_hub_cache_dir()} / torch hub) and nothing is downloaded at run time; "
+                f"{ALLOW_DOWNLOAD}, or pass checkpoint=<path> (CLI: --checkpoint PATH) or pretrained=False"
             )
         try:
             # timm's own loader (checkpoint filters, adaptations) reading the cached file.
@@ -102,6 +122,21 @@ def create_timm_network(timm_name: str, pretrained: bool, checkpoint: str | None
     if checkpoint is not None:
         load_checkpoint(net, checkpoint, "", strip_prefix="module.")
     return net
+
+
+def _download_timm_network(timm_name: str) -> nn.Module:
+    """``timm.create_model(pretrained=True)`` downloading into :func:`hf_hub_cache_dir` (downloads allowed)."""
+    import timm
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # progress is never mixed into a report on stdout
+            return timm.create_model(timm_name, pretrained=True, cache_dir=str(hf_hub_cache_dir()))
+    except Exception as error:
+        raise PretrainedWeightsError(
+            f"cannot download the pretrained weights of timm model {timm_name!r} into {hf_hub_cache_dir()} "
+            f"({error_summary(error)}); copy them into that cache from a machine with network, "
+            f"or pass checkpoint=<path> (CLI: --checkpoint PATH)"
+        ) from error
 
 
 class TimmModel(OODModel):

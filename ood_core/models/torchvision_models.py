@@ -2,11 +2,20 @@
 LINe ImageNet tables).
 
 Pretrained weights come through torchvision's own loading code, which reads torch hub's cache
-(``torch.hub.get_dir()/checkpoints``). The product is offline, so when the file is not cached we
-raise :class:`PretrainedWeightsError` instead of attempting a download.
+(``torch.hub.get_dir()/checkpoints``, i.e. ``$TORCH_HOME/hub/checkpoints``). The product is offline
+by default: when the file is not cached we raise :class:`PretrainedWeightsError` instead of
+attempting a download, unless downloads are allowed (``ood_core.paths.downloads_allowed()``,
+``--download``), in which case torchvision downloads the file into that cache.
+
+On the hash in the file name (``resnet50-0676ba61.pth``): torch hub checks it (the first hex
+digits of the file's sha256) only when it *downloads* the file; a file already in the cache is
+loaded as it is. What identifies the weights actually used is the model fingerprint (sha256 of
+every parameter) that the feature cache records and checks on every read.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -14,7 +23,14 @@ import torch
 from torch import Tensor, nn
 
 from ood_core.models.base import OODModel, Preprocessing, imagenet_input_note
-from ood_core.models.loading import PretrainedWeightsError, error_summary, load_checkpoint
+from ood_core.models.loading import (
+    ALLOW_DOWNLOAD,
+    PretrainedWeightsError,
+    error_summary,
+    load_checkpoint,
+    torch_hub_checkpoints,
+)
+from ood_core.paths import downloads_allowed
 from ood_core.registry import register_method_defaults, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,8 +39,8 @@ IMAGENET_PREPROCESSING = Preprocessing(input_size=224, resize=256, mean=IMAGENET
 
 
 def torch_hub_cached_file(url: str) -> Path:
-    """Where ``torch.hub.load_state_dict_from_url`` caches ``url``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    """Where ``torch.hub.load_state_dict_from_url`` caches ``url`` (read from ``$TORCH_HOME`` now)."""
+    return torch_hub_checkpoints() / Path(urlparse(url).path).name
 
 
 class TorchvisionResNet(OODModel):
@@ -62,27 +78,50 @@ def resnet50(pretrained: bool = True, checkpoint: str | None = None) -> Torchvis
     from torchvision.models import resnet50 as tv_resnet50
 
     weights = ResNet50_Weights.IMAGENET1K_V1
-    cached = torch_hub_cached_file(weights.url)
-    wants_cached = pretrained and checkpoint is None
-    if wants_cached and not cached.is_file():  # fail before spending seconds on initialisation
-        raise PretrainedWeightsError(
-            f"resnet50 IMAGENET1K_V1 weights are not cached at {cached} and nothing is downloaded at "
-            f"run time; copy {cached.name} there, or pass checkpoint=<path> "
-            f"(CLI: --checkpoint PATH), or pretrained=False"
-        )
+    # Weights first: a missing file fails before seconds are spent on initialisation.
+    state_dict = torchvision_state_dict("resnet50", weights) if pretrained and checkpoint is None else None
     net = tv_resnet50(weights=None)
     if checkpoint is not None:
         load_checkpoint(net, checkpoint, "", strip_prefix="module.")
-    elif wants_cached:
-        try:
-            # torchvision's own loader: finds the cached file, checks its hash, never downloads here.
-            net.load_state_dict(weights.get_state_dict(progress=False, check_hash=True))
-        except Exception as error:
-            raise PretrainedWeightsError(
-                f"cannot load the cached resnet50 weights {cached} ({error_summary(error)}); "
-                f"delete the file or pass checkpoint=<path>"
-            ) from error
+    elif state_dict is not None:
+        net.load_state_dict(state_dict)
     return TorchvisionResNet("resnet50", net, tuple(weights.meta["categories"]))
+
+
+def torchvision_state_dict(name: str, weights) -> dict[str, Tensor]:
+    """The state_dict of torchvision ``weights`` (a ``WeightsEnum`` member) from torch hub's cache,
+    downloaded into it only when :func:`ood_core.paths.downloads_allowed`.
+
+    torchvision's own loader reads the file (``weights_only``); it checks the hash in the file
+    name only on a download (see the module docstring).
+
+    Raises:
+        PretrainedWeightsError: not cached and downloads are not allowed (nothing touches the
+            network), the download failed, or the cached file cannot be read (one line each).
+    """
+    cached = torch_hub_cached_file(weights.url)
+    was_cached = cached.is_file()
+    label = f"{name} {weights.name}"
+    if not was_cached and not downloads_allowed():
+        raise PretrainedWeightsError(
+            f"{label} weights are not cached at {cached} and nothing is downloaded at run time; "
+            f"copy {cached.name} there ({weights.url}), or {ALLOW_DOWNLOAD}, or pass checkpoint=<path> "
+            f"(CLI: --checkpoint PATH), or pretrained=False"
+        )
+    try:
+        # torch hub writes "Downloading: ..." to stdout: send it to stderr, never into a report.
+        with contextlib.redirect_stdout(sys.stderr):
+            return weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as error:
+        if not was_cached:
+            raise PretrainedWeightsError(
+                f"cannot download {label} weights from {weights.url} into {cached} ({error_summary(error)}); "
+                f"copy the file there from a machine with network, or pass checkpoint=<path>"
+            ) from error
+        raise PretrainedWeightsError(
+            f"cannot load the cached {label} weights {cached} ({error_summary(error)}); "
+            f"delete the file or pass checkpoint=<path>"
+        ) from error
 
 
 # The published ImageNet ResNet-50 settings (docs/methods.md §2.2, §2.6–2.8, §3.10(d)).

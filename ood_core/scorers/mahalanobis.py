@@ -61,7 +61,8 @@ class MahalanobisScorer(Scorer):
     summary = "Distance of the features to the nearest class mean, under the shared training covariance."
     paper = "Lee, Lee, Lee & Shin, A Simple Unified Framework for Detecting OOD Samples and Adversarial Attacks, NeurIPS 2018"
     needs = frozenset({"penultimate"})
-    stats = frozenset({"class_means", "precision"})
+    # class_counts: a class without training images has no mean (its stored row is 0, not a centre)
+    stats = frozenset({"class_means", "class_counts", "precision"})
     fast_path = "whitened GEMM form (two products, no (N, K, D) difference), memoised per feature tensor"
 
     def __init__(self, **default_overrides: Any) -> None:
@@ -72,15 +73,22 @@ class MahalanobisScorer(Scorer):
         """Whitening factor A of P and the whitened class means μ_c A, once."""
         super().fit(ctx)
         self._factor = whitening_factor(ctx.stats["precision"])
-        self._whitened_means = ctx.stats["class_means"].float().to(self._factor.device) @ self._factor
+        self._whitened_means = self._present_means(ctx.stats).float().to(self._factor.device) @ self._factor
         return self
+
+    @staticmethod
+    def _present_means(stats: Any) -> Tensor:
+        """(K', D) the means of the K' classes with training images (a partial training split,
+        e.g. ``--limit`` on ImageNet, leaves classes empty: their zero rows are no class centre)."""
+        return stats["class_means"][stats["class_counts"].to(stats["class_means"].device) > 0]
 
     def reference(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """feats.penultimate (N, D) → (N,) float32 (≤ 0), by the formula (float64)."""
         self.resolve(hparams)
         stats = self.fitted.stats
         device = feats.penultimate.device
-        return mahalanobis_reference(feats.penultimate, stats["class_means"].to(device), stats["precision"].to(device))
+        return mahalanobis_reference(feats.penultimate, self._present_means(stats).to(device),
+                                     stats["precision"].to(device))
 
     def score(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """feats.penultimate (N, D) → (N,) float32 (≤ 0)."""

@@ -11,11 +11,28 @@ from ood_core.records import FeatureSet, FitContext
 from ood_core.scorers.mahalanobis import whitening_factor
 
 
-def score(h: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+def score(h: torch.Tensor, means: torch.Tensor, precision: torch.Tensor, counts: torch.Tensor | None = None,
+          reference: bool = False) -> torch.Tensor:
     k, d = means.shape
-    ctx = FitContext(torch.zeros(k, d), torch.zeros(k), {"class_means": means, "precision": precision})
+    counts = torch.ones(k) if counts is None else counts
+    ctx = FitContext(torch.zeros(k, d), torch.zeros(k), {"class_means": means, "class_counts": counts,
+                                                         "precision": precision})
     f = FeatureSet(logits=torch.zeros(len(h), k), penultimate=h, labels=torch.zeros(len(h), dtype=torch.long))
-    return create_scorer("mahalanobis").fit(ctx).score(f)
+    scorer = create_scorer("mahalanobis").fit(ctx)
+    return scorer.reference(f) if reference else scorer.score(f)
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_a_class_without_training_images_is_no_centre(reference: bool) -> None:
+    """A partial training split (ImageNet with --limit) leaves classes empty: their stored mean
+    is a zero row, which must not count as the nearest centre of features near the origin."""
+    means = torch.tensor([[3.0, 3.0], [0.0, 0.0], [-2.0, 1.0]])  # class 1 had no images
+    h = torch.tensor([[0.1, 0.2], [2.5, 3.0], [-1.0, 0.5]])
+    precision = torch.eye(2)
+    with_empty = score(h, means, precision, counts=torch.tensor([5.0, 0.0, 7.0]), reference=reference)
+    present_only = score(h, means[[0, 2]], precision, reference=reference)
+    torch.testing.assert_close(with_empty, present_only)
+    assert with_empty[0] < -1.0  # the origin (the empty class's zero row) would have given −0.05
 
 
 def test_by_hand() -> None:

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-odin", action="store_true", help="do not build ODIN logits (ODIN is then skipped)")
     parser.add_argument("--no-build", action="store_true", help="fail instead of building missing entries")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--download", action="store_true",
+                        help="when building, let torchvision datasets and pretrained weights download what is not "
+                             "cached (default: never touch the network)")
     tuning = parser.add_argument_group("each method at a validated setting")
     tuning.add_argument("--tuned", action="store_true",
                         help="choose every method's hyperparameters on validation data (its declared grid; no test "
@@ -197,6 +200,10 @@ def run(args: argparse.Namespace) -> str:
     hparams = parse_hparams(args.hparam)
     _check_methods(args.methods, hparams)  # before any (slow) building
     _check_options(args)
+    if getattr(args, "download", False):
+        import os
+
+        os.environ["OOD_LENS_DOWNLOAD"] = "1"  # read by ood_core.paths.downloads_allowed
     protocol = _protocol(args) if args.tuned else None
     val_ood = protocol.val_ood if protocol is not None else ()
     bench = load_benchmark(args.model, args.id_dataset, args.ood, cache_root=args.cache_dir, device=args.device,

@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="batches per resumable chunk (what an interruption can lose, and the unit shared "
                           "between torchrun ranks)")
     how.add_argument("--dtype", choices=("float32", "float16"), default=None,
-                     help="how to store the features and logits; float16 halves disk and memory (default: an "
-                          "existing entry keeps its dtype, a new one is float32)")
+                     help="how to store the features and logits; float16 halves disk and memory. Not given: an "
+                          "existing entry keeps its dtype, a new one is float32")
     how.add_argument("--threads", type=cli_args.positive_int, default=None,
                      help="CPU threads per process (torchrun sets 1 per rank; default: torch's choice)")
     how.add_argument("--download", action="store_true",

@@ -159,3 +159,27 @@ def test_cuda_matches_cpu(name: str, toy, toy_factory) -> None:
     # ranks, not bit-equality: GEMMs differ across devices (TF32 etc.)
     assert auroc(gpu_scores, fitted(name, gpu).score(gpu.ood_feats)) > 0.9
     torch.testing.assert_close(gpu_scores.cpu(), cpu_scores, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_rescore_makes_no_host_round_trip(name: str, toy_factory) -> None:
+    """A slider move on the GPU: with CUDA's sync debug mode at "error", any implicit device →
+    host copy (``.item()``, ``.cpu()``, ``bool(tensor)``, a data-dependent shape) in ``score`` raises.
+    Fitting and the first scoring (memos filled) may sync; the re-score at another setting may not."""
+    gpu = toy_factory(device="cuda")
+    scorer = fitted(name, gpu)
+    scorer.score(gpu.id_feats)  # warm: memos, lazy CUDA init
+    moved = {}
+    for p in scorer.params_for(scorer.fitted):  # each number three quarters up its range
+        if p.kind in ("int", "float") and p.low is not None and p.high is not None:
+            value = p.low + 0.75 * (p.high - p.low)
+            moved[p.name] = int(round(value)) if p.kind == "int" else value
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        scores = scorer.score(gpu.id_feats, **moved)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert scores.device.type == "cuda"

@@ -233,6 +233,133 @@ def evaluate(bench: bench_api.Benchmark, method: str, hparams: Mapping[str, Any]
     return method_result(bench.fingerprint + "|" + bench.model, method, hparams_key(hparams), names, _bench=bench)
 
 
+def preview_of(bench: bench_api.Benchmark, oods: Sequence[str]) -> tuple[Any, bench_api.Benchmark] | None:
+    """``(subsample, preview benchmark)`` when a slider move on ``bench`` (scoring ``oods``) shows a
+    preview first (``ood_core.preview.needs_preview``: a large benchmark on the CPU), else None
+    (on a GPU and for the demo and CIFAR caches: every move re-scores everything)."""
+    from ood_core import preview
+
+    if not preview.needs_preview(bench, oods):
+        return None
+    return _preview(bench.fingerprint + "|" + bench.model, preview.PREVIEW_ROWS, preview.PREVIEW_SEED, _bench=bench)
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def _preview(fingerprint: str, budget: int, seed: int, _bench: bench_api.Benchmark):
+    """The preview's subsample and sub-benchmark, built once per loaded benchmark (its tensors are
+    index-selects made once; it shares the benchmark's fitted scorers)."""
+    from ood_core import preview
+
+    subsample = preview.benchmark_subsample(_bench, budget, seed)
+    return subsample, preview.preview_benchmark(_bench, subsample)
+
+
+class _ExactJobs:
+    """Exact evaluations of a previewed benchmark, run off the script thread on one worker (the
+    CPU is the limit: two at once only share it), shared by every session.
+
+    A script waits for its job while touching the page every :data:`EXACT_POLL_S` (each Streamlit
+    call lets a newer slider move stop the run at once), so a move never waits for the exact
+    figures of an older one. A job that has not started when its session asks for others is
+    cancelled; a running one finishes and is kept (a later move back to that value reuses it).
+    Failed jobs are not kept (the next run tries again, as ``st.cache_resource`` does).
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.max_entries = max_entries
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ood-lens-exact")
+        self._jobs: OrderedDict[Hashable, tuple[Any, str]] = OrderedDict()  # key → (future, session)
+        self._lock = threading.Lock()
+
+    def finished(self, key: Hashable) -> Any | None:
+        """The result of ``key`` when its job has finished without error, else None."""
+        with self._lock:
+            found = self._jobs.get(key)
+        future = found[0] if found is not None else None
+        if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+            return None
+        return future.result()
+
+    def submit(self, key: Hashable, session: str, work: Callable[[], Any], keep: set[Hashable]):
+        """The future of ``key`` (started now with ``work`` unless known); first cancels every job
+        of ``session`` that has not started and is not in ``keep``."""
+        with self._lock:
+            for other, (future, owner) in list(self._jobs.items()):
+                if owner == session and other not in keep and future.cancel():
+                    del self._jobs[other]
+            found = self._jobs.get(key)
+            if found is not None and not found[0].cancelled() and not (found[0].done() and found[0].exception()):
+                self._jobs.move_to_end(key)
+                return found[0]
+            future = self._executor.submit(work)
+            self._jobs[key] = (future, session)
+            while len(self._jobs) > self.max_entries:
+                self._jobs.popitem(last=False)
+            return future
+
+
+EXACT_POLL_S = 0.2
+
+
+@st.cache_resource(show_spinner=False)
+def _exact_jobs() -> _ExactJobs:
+    return _ExactJobs()
+
+
+def _session_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else ""
+
+
+Requests = Sequence[tuple[str, Mapping[str, Any] | None]]
+
+
+def _exact_keys(bench: bench_api.Benchmark, requests: Requests, oods: Sequence[str]) -> list[tuple]:
+    """One key per request, from the *resolved* hyperparameters: a setting at the defaults and the
+    defaults themselves (the first load of the page) are one job, not two of seconds each."""
+    fingerprint = bench.fingerprint + "|" + bench.model
+    return [(fingerprint, method, hparams_key(bench.scorer(method).resolve(hparams)), tuple(oods))
+            for method, hparams in requests]
+
+
+def finished_exact(bench: bench_api.Benchmark, requests: Requests,
+                   oods: Sequence[str]) -> list[bench_api.MethodResult] | None:
+    """The exact results of every ``(method, hparams)`` when all are computed already (a move back
+    to an earlier value: no preview needed), else None. Starts nothing."""
+    found = [_exact_jobs().finished(key) for key in _exact_keys(bench, requests, oods)]
+    return None if any(result is None for result in found) else found
+
+
+def exact_results(bench: bench_api.Benchmark, requests: Requests, oods: tuple[str, ...],
+                  on_wait: Callable[[float], None]) -> list[bench_api.MethodResult]:
+    """``evaluate_method`` of each ``(method, hparams)`` on the full ``bench``, computed off the
+    script thread (:class:`_ExactJobs`); ``on_wait(seconds so far)`` runs every
+    :data:`EXACT_POLL_S` until all are ready (it must draw something: that is where a newer
+    slider move stops this run). Raises what the evaluation raised."""
+    from concurrent.futures import wait
+
+    jobs, session = _exact_jobs(), _session_id()
+    keys = _exact_keys(bench, requests, oods)
+    started = time.monotonic()
+    while True:
+        # (re)submitted each round: a job another session cancelled before it started runs again
+        futures = [jobs.submit(key, session, _evaluation(bench, method, hparams, oods), set(keys))
+                   for key, (method, hparams) in zip(keys, requests)]
+        _, pending = wait(futures, timeout=EXACT_POLL_S)
+        if not pending and not any(future.cancelled() for future in futures):
+            return [future.result() for future in futures]
+        on_wait(time.monotonic() - started)
+
+
+def _evaluation(bench: bench_api.Benchmark, method: str, hparams: Mapping[str, Any] | None,
+                oods: tuple[str, ...]) -> Callable[[], bench_api.MethodResult]:
+    return lambda: bench_api.evaluate_method(bench, method, dict(hparams or {}), ood=list(oods))
+
+
 class _TuningStore:
     """A bounded, thread-safe LRU of :class:`~ood_core.tuning.TunedMethod` shared by every
     session, with one lock per key so that two sessions never tune the same thing at once."""

@@ -50,7 +50,8 @@ from bench._common import (Timing, default_device, environment, format_ms, forma
 from ood_core.benchmark import Benchmark, evaluate_method
 from ood_core.params import Param
 from ood_core.records import FeatureSet
-from ood_core.scorers import Scorer, list_scorers
+from ood_core.registry import method_defaults
+from ood_core.scorers import Scorer, create_scorer, list_scorers
 from ood_core.synthetic import Synthetic, SyntheticSettings, rows_view, scored_rows, synthesize
 
 # Targets.
@@ -103,6 +104,9 @@ class Scale:
     # this many seconds: robust medians for cheap (sub-millisecond) calls on a loaded machine.
     extra_rounds_budget_s: float = 1.0
     max_repeats: int = 25
+    # Also timed when every method runs: ``method@model``, the method at that model's
+    # registered defaults (ImageNet: ResNet-50's LINe p_a = p_w = 10, δ = 0.8, DICE 70, ...).
+    extra_methods: tuple[str, ...] = ()
 
     @property
     def n_id(self) -> int:
@@ -127,10 +131,14 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "cifar": Scale("cifar", SyntheticSettings.cifar()),
+    # The floor is interleaved with every method here too: one floor call takes seconds, but a
+    # floor timed once, minutes before a method, measures another moment's load (a shared
+    # machine's load moved the floor by 2× between minutes when measured).
     "imagenet": Scale("imagenet", SyntheticSettings.imagenet(), heavy_rows=4096,
                       heavy_methods=frozenset({"knn", "nap-k", "mahalanobis"}),
-                      mahalanobis_probe=(512, 20), interleave_floor=False, slider=False,
-                      warmup_rows=1024, extra_rounds_budget_s=6.0, max_repeats=7),
+                      mahalanobis_probe=(512, 20), interleave_floor=True, slider=False,
+                      warmup_rows=1024, extra_rounds_budget_s=6.0, max_repeats=7,
+                      extra_methods=("line@resnet50", "dice@resnet50", "dice+react@resnet50", "ash-s@resnet50")),
 }
 
 
@@ -241,8 +249,21 @@ class SliderRow:
 
 
 def fit_scorers(bench: Benchmark, methods: Sequence[str]) -> dict[str, Scorer]:
-    """Every method fitted on the benchmark (``Benchmark.scorer``: once, with the model's defaults)."""
-    return {name: bench.scorer(name) for name in methods}
+    """Every method fitted on the benchmark (``Benchmark.scorer``: once, with the model's
+    defaults); ``method@model`` is the method with ``model``'s registered defaults instead."""
+    out: dict[str, Scorer] = {}
+    for name in methods:
+        if "@" in name:
+            method, model = name.split("@", 1)
+            out[name] = create_scorer(method, **method_defaults(model, method)).fit(bench.fit_context())
+        else:
+            out[name] = bench.scorer(name)
+    return out
+
+
+def known_method(name: str) -> bool:
+    """A registered method, or ``method@model`` with a registered method."""
+    return name.split("@", 1)[0] in list_scorers()
 
 
 def _pearson(a: Tensor, b: Tensor) -> float:
@@ -521,7 +542,7 @@ def run_scale(scale: Scale, repeats: int, methods: Sequence[str] | None = None, 
     log(f"building synthetic features and training statistics — {describe_scale(scale)}")
     synthetic = synthesize(scale.data.replace(seed=seed), device=device)
     bench = synthetic.benchmark
-    names = list(methods) if methods else list_scorers()
+    names = list(methods) if methods else [*list_scorers(), *scale.extra_methods]
     scorers = fit_scorers(bench, names)
     log(f"  ready in {time.perf_counter() - started:.1f} s")
     with torch.inference_mode():
@@ -557,12 +578,14 @@ def main(argv: Sequence[str] | None = None, scales: Mapping[str, Scale] | None =
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="examples:\n  python -m bench.bench_scoring --scale cifar\n"
                "  python -m bench.bench_scoring --scale both --json bench-scoring.json\n"
-               "  python -m bench.bench_scoring --scale imagenet --methods dice react ash-s")
+               "  python -m bench.bench_scoring --scale imagenet --methods dice react ash-s\n"
+               "  python -m bench.bench_scoring --scale imagenet --methods line line@resnet50")
     parser.add_argument("--scale", choices=[*scales, "both"] if len(scales) > 1 else list(scales),
                         default=next(iter(scales)), help="which scale(s) to run ('both' = all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median reported)")
-    parser.add_argument("--imagenet-repeats", type=int, default=1,
-                        help="timed repeats at the ImageNet scale (each call takes seconds on a CPU)")
+    parser.add_argument("--imagenet-repeats", type=int, default=2,
+                        help="timed rounds at the ImageNet scale, each a method call and a floor call "
+                             "(each takes seconds on a CPU)")
     parser.add_argument("--methods", nargs="+", default=None, help="only these registered methods (default: all)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
@@ -573,9 +596,10 @@ def main(argv: Sequence[str] | None = None, scales: Mapping[str, Scale] | None =
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.imagenet_repeats < 1:
         parser.error("--repeats and --imagenet-repeats must be ≥ 1")
-    unknown = sorted(set(args.methods or ()) - set(list_scorers()))
+    unknown = sorted(name for name in args.methods or () if not known_method(name))
     if unknown:
-        parser.error(f"unknown methods {unknown}; known: {', '.join(list_scorers())}")
+        parser.error(f"unknown methods {unknown}; known: {', '.join(list_scorers())} (or method@model for a "
+                     "model's registered defaults)")
 
     torch.set_num_threads(args.threads)
     chosen = list(scales) if args.scale == "both" else [args.scale]

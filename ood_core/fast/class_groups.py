@@ -6,6 +6,11 @@ effective weight). Computed naively that is an (N, K, D) gather; here rows are s
 and each class present gets one GEMM:
 
 * :func:`class_head` (a tensor scored once): ĉ with the full head, then :func:`grouped_head`;
+* :func:`column_subset_head` (large heads, where a (K, D) weight per class is costly): the full
+  head's logits F (which give ĉ) in row chunks, then per class present a GEMM over only the
+  columns its mask touches: the kept columns (z = x_S·W_eff[:, S]ᵀ + b), or, when fewer, the
+  columns with a pruned entry (z = F − x_P·(W − W_eff)[:, P]ᵀ). The work beyond F is
+  N·min(|S|, |P|)·K instead of N·D·K, and no (K, D) weight is built per class;
 * :func:`class_sorted_rows` once per tensor (rows grouped by the ĉ of the untransformed
   head, memoised by the caller), then :func:`class_block_head` per call: each class block
   is contiguous, so its GEMM needs no gather, and the same pass computes ĉ at this call's
@@ -24,10 +29,31 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from ood_core import stages
 from ood_core.fast import chunks
 
 Transform = Callable[[Tensor], Tensor]
 WeightOf = Callable[[int], Tensor]
+
+
+class ColumnPlan(NamedTuple):
+    """Which columns of each class's effective weight :func:`column_subset_head` reads.
+
+    columns: per class c (a tuple of K tensors), (m_c,) int64 the columns where W_eff^c keeps
+    a weight, or, with correction[c], the columns where it prunes one (then the class's
+    logits are the full head's minus the pruned part); correction_mask: the same flags as a
+    (K,) bool tensor on the plan's device; thresholds: per class (m_c,) float32 t such that
+    column j keeps W[k, j] iff W[k, j] > t[j] (the caller's rule, exactly), or None."""
+
+    columns: tuple[Tensor, ...]
+    correction: tuple[bool, ...]
+    correction_mask: Tensor
+    thresholds: tuple[Tensor, ...] | None = None
+
+
+# classes (a list of G) → (Σ m_c, K) float32: for each class in turn, its plan columns' rows of
+# W_effᵀ (kept form) or of (W − W_eff)ᵀ (correction form).
+WeightsOf = Callable[[list[int]], Tensor]
 
 # A move that finds more than this share of rows with a new ĉ returns them regrouped: a
 # regroup copies all N rows, a moved row costs a gather and a GEMM row, so small slider
@@ -36,6 +62,8 @@ REGROUP_FRACTION = 0.05
 # Up to this many elements of [W_eff^c; W] (2K·D), the class head and ĉ come from one GEMM
 # (small heads: per-call overhead dominates); above, two GEMMs (no (2K, D) copy per class).
 FUSED_HEAD_ELEMENTS = 1 << 18
+# column_subset_head: elements of a class group's largest temporary (rows, F rows, weights).
+GROUP_ELEMENTS = 1 << 21
 
 
 class ClassSortedRows(NamedTuple):
@@ -134,3 +162,69 @@ def class_block_head(rows: ClassSortedRows, transform: Transform, weight_of: Wei
     logits = out.index_select(0, rows.inverse)  # back to the tensor's own row order
     regrouped = regroup(rows, predicted) if moved.numel() > REGROUP_FRACTION * n else rows
     return logits, regrouped
+
+
+def column_subset_head(h: Tensor, transform: Transform, weight: Tensor, bias: Tensor, plan: ColumnPlan,
+                       weights_of: WeightsOf) -> Tensor:
+    """(N, K) float32 logits ``W_eff^ĉ·x + b`` of every row x = transform(h), ĉ = argmax(W·x + b).
+
+    ``transform`` must be element-wise (it commutes with picking columns). The full head's
+    logits F = W·x + b are computed in row chunks into the output (no (N, D) temporary).
+    Rows are then sorted by ĉ and taken in groups of consecutive classes, each group's rows,
+    F rows and masked weights (``weights_of``) within ``chunks.ELEMENT_BUDGET`` elements: a
+    few large gathers and element-wise passes per group, then per class one column gather
+    and one GEMM over its ``plan`` columns only: x[:, S]·W_eff[:, S]ᵀ + b, or
+    F − x[:, P]·(W − W_eff)[:, P]ᵀ. The work beyond F is N·min(|S|, |P|)·K, not N·D·K, and no
+    (K, D) weight is built per class. h (N, D) any float dtype (cast per group); W (K, D),
+    b (K,) float32 on h's device; the plan on the head's device.
+    """
+    n, d = h.shape
+    k = weight.shape[0]
+    logits = stages.chunked_head_logits(h, weight, bias, transform)
+    order, classes, bounds = class_groups(logits.argmax(dim=1))
+    # groups of a few MB: their element-wise passes stay in cache and their buffers are reused
+    budget = max(min(chunks.ELEMENT_BUDGET, GROUP_ELEMENTS), d, k)
+    pieces = [(c, first + start, first + last) for c, (first, stop) in zip(classes, bounds)
+              for start, last in chunks.row_ranges(stop - first, chunks.rows_within_budget(max(d, k)))]
+    group: list[tuple[int, int, int]] = []
+    group_rows = weight_rows = 0
+    for c, start, stop in pieces:
+        new_class = not group or group[-1][0] != c
+        more_weights = plan.columns[c].numel() if new_class else 0
+        if group and ((group_rows + stop - start) * max(d, k) > budget or (weight_rows + more_weights) * k > budget):
+            _score_group(h, transform, bias, plan, weights_of, logits, order, group)
+            group, group_rows, weight_rows, more_weights = [], 0, 0, plan.columns[c].numel()
+        group.append((c, start, stop))
+        group_rows += stop - start
+        weight_rows += more_weights
+    if group:
+        _score_group(h, transform, bias, plan, weights_of, logits, order, group)
+    return logits
+
+
+def _score_group(h: Tensor, transform: Transform, bias: Tensor, plan: ColumnPlan, weights_of: WeightsOf,
+                 logits: Tensor, order: Tensor, group: list[tuple[int, int, int]]) -> None:
+    """:func:`column_subset_head` for one group of (class, start, stop) pieces of ``order``,
+    consecutive and each within the budget: logits rewritten in place for their rows."""
+    first, last = group[0][1], group[-1][2]
+    rows = order[first:last]
+    x = h.index_select(0, rows)  # full rows (contiguous copies); columns and the transform per class
+    corrected = any(plan.correction[c] for c, _, _ in group)
+    # F where some class is corrected from it; otherwise every row is overwritten
+    out = logits.index_select(0, rows) if corrected else torch.empty_like(logits[:rows.numel()])
+    classes = list(dict.fromkeys(c for c, _, _ in group))
+    weights = weights_of(classes)
+    offsets, at = {}, 0
+    for c in classes:
+        offsets[c] = at
+        at += plan.columns[c].numel()
+    for c, start, stop in group:
+        columns = plan.columns[c].to(h.device)
+        weight_t = weights[offsets[c]:offsets[c] + columns.numel()].to(h.device)
+        block = slice(start - first, stop - first)
+        xs = transform(x[block].index_select(1, columns).float())
+        if plan.correction[c]:
+            out[block].addmm_(xs, weight_t, alpha=-1.0)
+        else:
+            torch.addmm(bias, xs, weight_t, out=out[block])
+    logits.index_copy_(0, rows, out)

@@ -13,7 +13,7 @@ call is the transform and one GEMM (a clip-only slider rebuilds nothing).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -41,6 +41,13 @@ class HeadStage:
         """(N, D) features entering the head."""
         return h
 
+    def row_transform(self, stats: Mapping[str, Tensor], values: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
+        """:meth:`transform` for one setting as a function of a row chunk (its parameters read
+        once, not per chunk), or None when the stage leaves the features alone."""
+        if type(self).transform is HeadStage.transform:
+            return None
+        return lambda h: self.transform(h, stats, values)  # a stage that did not prepare its own
+
     def weight_mask(self, ctx: FitContext, values: Mapping[str, Any]) -> Tensor | None:
         """(K, D) bool keep-mask of the head weights, or None."""
         return None
@@ -65,6 +72,10 @@ class ClipStage(HeadStage):
 
     def transform(self, h: Tensor, stats: Mapping[str, Tensor], values: Mapping[str, Any]) -> Tensor:
         return stages.clip_activations(h, self.threshold(stats, values))
+
+    def row_transform(self, stats: Mapping[str, Tensor], values: Mapping[str, Any]) -> Callable[[Tensor], Tensor]:
+        threshold = self.threshold(stats, values)
+        return lambda h: stages.clip_activations(h, threshold)
 
 
 def _all_of(masks: list[Tensor]) -> Tensor | None:
@@ -146,7 +157,18 @@ class ComposedHeadScorer(ShapedHeadScorer):
         return self._masked_weights.get(key, build).to(device)
 
     def modified_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor:
+        """(N, K) float32: the stages' transforms and one GEMM with the memoised masked weight,
+        in row chunks (``stages.chunked_head_logits``: no (N, D) temporary)."""
         values = self.resolve(hparams)
-        h = self.features(feats.penultimate.float(), values)
-        _, bias = self.head_on(h.device)
-        return torch.addmm(bias, h, self.masked_weight(values, h.device).T)
+        device = feats.penultimate.device
+        _, bias = self.head_on(device)
+        transforms = [t for stage in self.head_stages
+                      if (t := stage.row_transform(self.fitted.stats, values)) is not None]
+
+        def transform(h: Tensor) -> Tensor:
+            for step in transforms:
+                h = step(h)
+            return h
+
+        return stages.chunked_head_logits(feats.penultimate, self.masked_weight(values, device), bias,
+                                          transform if transforms else None)

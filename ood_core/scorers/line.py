@@ -91,14 +91,17 @@ class LineScorer(ShapedHeadScorer):
     # each switch right before the one param it enables (declaration order stays the tuners')
     display_order: ClassVar[tuple[str, ...]] = ("use_ac", "delta", "use_ap", "p_a", "use_wp", "p_w")
     fast_path: ClassVar[str] = (
-        "masks memoised per p_a / p_w (δ moves rebuild nothing); rows grouped by ĉ memoised per tensor, one GEMM "
-        "per class block, only rows whose ĉ moved regrouped (ood_core.fast.class_groups)")
+        "masks memoised per p_a / p_w (δ moves rebuild nothing); small heads: rows grouped by ĉ memoised per "
+        "tensor, one GEMM per class block, only rows whose ĉ moved regrouped; large heads: the full head's logits "
+        "(for ĉ), then per class one GEMM over the columns its mask keeps, or a correction over the columns it "
+        "prunes, whichever are fewer (ood_core.fast.class_groups)")
 
     def __init__(self, **default_overrides: Any) -> None:
         super().__init__(**default_overrides)
         self._activation_masks = Memo(max_entries=16)  # p_a → (K, D) bool
         self._weight_thresholds = Memo(max_entries=16)  # p_w → (K,) τ_c
         self._effective_weights = Memo(max_entries=8)  # (p_a, p_w, use_ap, use_wp) → (K, K, D)
+        self._column_plans = Memo(max_entries=8)  # (p_a, p_w, use_ap, use_wp) → ColumnPlan
         self._by_class = Memo()  # features → ClassSortedRows
 
     def fit(self, ctx: FitContext) -> "LineScorer":
@@ -108,6 +111,11 @@ class LineScorer(ShapedHeadScorer):
             raise OODLensError(f"line: class_contribution {tuple(contribution.shape)} does not match the head "
                                f"weight {tuple(weight.shape)}")
         self._contribution, self._abs_contribution = contribution, contribution.abs()
+        # Large heads (column_subset_head): Wᵀ, whose rows are W's columns (a gather of
+        # contiguous rows), and each column's extremes, which decide in O(D) per class whether
+        # a column keeps any / every weight (|C[c, j]|·w is monotone in w since |C| ≥ 0).
+        self._weight_t = weight.T.contiguous()
+        self._column_max, self._column_min = weight.amax(dim=0), weight.amin(dim=0)
         return self
 
     def reference_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor:
@@ -146,14 +154,78 @@ class LineScorer(ShapedHeadScorer):
         return eff
 
     def _weight_of(self, p_a: float, p_w: float, use_ap: bool, use_wp: bool):
-        """class c → (K, D) W_eff^c, from one memoised (K, K, D) stack when it is small."""
-        k, d = self.fitted.head_weight.shape
-        device = self.fitted.head_weight.device
-        if k * k * d <= MAX_MEMOISED_EFFECTIVE_WEIGHT:
-            stack = self._effective_weights.get((float(p_a), float(p_w), bool(use_ap), bool(use_wp)), lambda: (
-                self.effective_weights(torch.arange(k, device=device), p_a, p_w, use_ap, use_wp)))
-            return lambda c: stack[c]
-        return lambda c: self.effective_weights(torch.tensor([c], device=device), p_a, p_w, use_ap, use_wp)[0]
+        """class c → (K, D) W_eff^c, from one memoised (K, K, D) stack (small heads only)."""
+        k = self.fitted.head_weight.shape[0]
+        stack = self._effective_weights.get((float(p_a), float(p_w), bool(use_ap), bool(use_wp)), lambda: (
+            self.effective_weights(torch.arange(k, device=self.fitted.head_weight.device), p_a, p_w, use_ap, use_wp)))
+        return lambda c: stack[c]
+
+    def column_plan(self, p_a: float, p_w: float, use_ap: bool, use_wp: bool) -> class_groups.ColumnPlan:
+        """Per class, the columns :func:`class_groups.column_subset_head` reads (memoised per setting).
+
+        Column j of W_eff^c keeps some weight iff m_c[j] and |C[c, j]|·max_k W[k, j] > τ_c, and
+        every weight iff m_c[j] and |C[c, j]|·min_k W[k, j] > τ_c (the product is monotone in
+        W[k, j], so these are the official comparisons at the column's extremes). A class
+        reads its kept columns S, or, when fewer, the columns with a pruned weight P."""
+        def build() -> class_groups.ColumnPlan:
+            k, d = self._abs_contribution.shape
+            keep_any = torch.ones(k, d, dtype=torch.bool, device=self._abs_contribution.device)
+            keep_all = keep_any.clone()
+            if use_wp:
+                tau = self.weight_thresholds(p_w)[:, None]
+                keep_any &= self._abs_contribution * self._column_max > tau
+                keep_all &= self._abs_contribution * self._column_min > tau
+            if use_ap:
+                activation_mask = self.activation_mask(p_a)
+                keep_any &= activation_mask
+                keep_all &= activation_mask
+            correction = (~keep_all).sum(dim=1) < keep_any.sum(dim=1)
+            chosen = torch.where(correction[:, None], ~keep_all, keep_any)
+            counts = chosen.sum(dim=1).tolist()  # one host sync per setting
+            owners, columns = chosen.nonzero().unbind(1)
+            # W[k, j] is kept iff W[k, j] > t: the official product comparison as a threshold per column
+            thresholds = torch.full(columns.shape, -float("inf"), device=columns.device)
+            if use_wp:
+                thresholds = stages.product_thresholds(self._abs_contribution[owners, columns],
+                                                       self.weight_thresholds(p_w)[owners])
+            if thresholds is not None and use_ap:  # a dropped unit keeps nothing
+                thresholds = thresholds.masked_fill(~self.activation_mask(p_a)[owners, columns], float("inf"))
+            return class_groups.ColumnPlan(tuple(columns.split(counts)), tuple(correction.tolist()), correction,
+                                           None if thresholds is None else tuple(thresholds.split(counts)))
+        return self._column_plans.get((float(p_a), float(p_w), bool(use_ap), bool(use_wp)), build)
+
+    def plan_weights(self, classes: list[int], plan: class_groups.ColumnPlan, p_a: float, p_w: float,
+                     use_ap: bool, use_wp: bool) -> Tensor:
+        """(Σ m_c, K) float32: for each class c in ``classes``, the rows ``plan.columns[c]`` of
+        W_eff^cᵀ (or of (W − W_eff^c)ᵀ for a correction class), built from Wᵀ with the official
+        comparison |C[c, j]|·W[k, j] > τ_c: one gather and a few passes for all the classes."""
+        device = self._weight_t.device
+        columns = torch.cat([plan.columns[c] for c in classes])
+        if plan.thresholds is not None:  # one comparison per weight
+            weight_t = self._weight_t.index_select(0, columns)  # (M, K) = W[:, columns]ᵀ
+            thresholds = torch.cat([plan.thresholds[c] for c in classes])[:, None]
+            forms = {plan.correction[c] for c in classes}
+            if forms == {False}:
+                keep = weight_t > thresholds
+            elif forms == {True}:
+                keep = weight_t <= thresholds
+            else:
+                flip = torch.cat([plan.correction_mask[c].expand(plan.columns[c].numel()) for c in classes])
+                keep = (weight_t > thresholds) != flip[:, None]
+            return weight_t.mul_(keep)
+        owners = torch.tensor(classes, device=device).repeat_interleave(
+            torch.tensor([plan.columns[c].numel() for c in classes], device=device))
+        weight_t = self._weight_t.index_select(0, columns)  # (M, K) = W[:, columns]ᵀ
+        keep = None
+        if use_wp:
+            keep = self._abs_contribution[owners, columns][:, None] * weight_t > \
+                self.weight_thresholds(p_w)[owners][:, None]
+        if use_ap:
+            unit = self.activation_mask(p_a)[owners, columns][:, None]
+            keep = unit if keep is None else keep & unit
+        if keep is not None:  # kept weights, or for a correction class the pruned ones
+            weight_t.mul_(keep != plan.correction_mask[owners][:, None])
+        return weight_t
 
     def clip_value(self, values: dict[str, Any]) -> float:
         """δ, or ∞ when activation clipping is switched off."""
@@ -162,13 +234,19 @@ class LineScorer(ShapedHeadScorer):
     def modified_logits(self, feats: FeatureSet, **hparams: Any) -> Tensor:
         """(N, K) float32 LINe logits by the fast path (see ``fast_path``)."""
         values = self.resolve(hparams)
-        h = feats.penultimate.float()
-        weight, bias = self.head_on(h.device)
+        weight, bias = self.head_on(feats.penultimate.device)
         delta = self.clip_value(values)
-        if not values["use_ap"] and not values["use_wp"]:  # no pruning: one dense head (AC only / Energy)
-            return torch.addmm(bias, stages.clip_activations(h, delta), weight.T)
-        weight_of = self._weight_of(values["p_a"], values["p_w"], values["use_ap"], values["use_wp"])
         clip = lambda x: stages.clip_activations(x, delta)  # noqa: E731
+        k, d = weight.shape
+        if not values["use_ap"] and not values["use_wp"]:  # no pruning: one dense head (AC only / Energy)
+            return stages.chunked_head_logits(feats.penultimate, weight, bias, clip)
+        if k * k * d > MAX_MEMOISED_EFFECTIVE_WEIGHT:  # large head: the column subsets, no row memo
+            masks = (values["p_a"], values["p_w"], values["use_ap"], values["use_wp"])
+            plan = self.column_plan(*masks)
+            return class_groups.column_subset_head(feats.penultimate, clip, weight, bias, plan,
+                                                   lambda classes: self.plan_weights(classes, plan, *masks))
+        h = feats.penultimate.float()
+        weight_of = self._weight_of(values["p_a"], values["p_w"], values["use_ap"], values["use_wp"])
         rows = self._by_class.get("rows", lambda: class_groups.class_sorted_rows(h, weight, bias),
                                   tensor=feats.penultimate, reused_only=True,
                                   expected_bytes=h.shape[0] * (h.shape[1] * 4 + 24))

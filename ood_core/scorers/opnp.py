@@ -98,7 +98,7 @@ _register("opnp+react", "OPNP + ReAct", "OPNP's pruned head on ReAct-clipped act
 
 def _weight_sensitivity(data: TrainingData) -> Tensor:
     """(K, D) float64 S = Pᵀ|H| / m: mean_x p_k(x)·|h_j(x)| = mean_x |∂LSE/∂W_kj|, computed once."""
-    return data.shared("opnp.weight_sensitivity", lambda: torch.softmax(data.z, dim=1).T @ data.h.abs() / data.m)
+    return data.total("opnp.weight_sensitivity_sum", lambda h, z, y: torch.softmax(z, dim=1).T @ h.abs()) / data.m
 
 
 @register_statistic("opnp_weight_sensitivity", version=1, shape="(K, D)")

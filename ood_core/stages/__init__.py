@@ -6,6 +6,8 @@ contributions by a percentile (DICE, LINe, OPNP), a masked linear head, and ener
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -91,6 +93,47 @@ def masked_head_logits(
     if weight_mask is not None:
         weight = weight * weight_mask.to(weight.dtype)
     return torch.addmm(bias, features, weight.T) if features.dim() == 2 else features @ weight.T + bias
+
+
+def chunked_head_logits(features: Tensor, weight: Tensor, bias: Tensor,
+                        transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """``transform(h) @ Wᵀ + b`` in row chunks: features (N, D) any float dtype, W (K, D), b (K,)
+    float32 → (N, K) float32.
+
+    Each chunk is cast, transformed (row-wise, e.g. a clip) and multiplied into its slice of
+    the output, so no (N, D) temporary is made: at ImageNet scale a whole-tensor clip is a
+    fresh 0.7 GB buffer whose page faults cost about a tenth of the GEMM.
+    """
+    from ood_core.fast import chunks  # the memory budget lives there
+
+    n, d = features.shape
+    out = torch.empty(n, weight.shape[0], dtype=torch.float32, device=features.device)
+    for start, stop in chunks.row_ranges(n, chunks.rows_within_budget(d)):
+        x = features[start:stop].float()
+        torch.addmm(bias, x if transform is None else transform(x), weight.T, out=out[start:stop])
+    return out
+
+
+def product_thresholds(scale: Tensor, threshold: Tensor, steps: int = 8) -> Tensor | None:
+    """t with ``fl(a·w) > τ ⟺ w > t`` for every float32 w, elementwise over a ≥ 0 and τ (same shape).
+
+    float32 rounding is monotone, so ``w ↦ fl(a·w)`` is non-decreasing and the kept set is
+    ``w > t`` for t the largest float with fl(a·t) ≤ τ: found from τ/a by a few one-ulp steps
+    (±inf when a = 0: nothing or everything is kept). Lets a mask like LINe's
+    ``|C[c, j]|·W[k, j] > τ_c`` be one comparison per weight with the same outcome bit for
+    bit. None when some t is not pinned down after ``steps`` steps (the caller compares
+    products instead).
+    """
+    inf = torch.full_like(scale, float("inf"))
+    positive = scale > 0
+    t = torch.where(positive, threshold / scale.where(positive, torch.ones_like(scale)),
+                    torch.where(threshold < 0, -inf, inf))
+    for _ in range(steps):
+        t = torch.where(positive & (scale * t > threshold), torch.nextafter(t, -inf), t)
+        above = torch.nextafter(t, inf)
+        t = torch.where(positive & (scale * above <= threshold), above, t)
+    exact = ~positive | ((scale * t <= threshold) & (scale * torch.nextafter(t, inf) > threshold))
+    return t if bool(exact.all()) else None
 
 
 def percentile_rows(values: Tensor, q: float) -> Tensor:

@@ -170,8 +170,10 @@ def test_check_targets_pass_and_fail() -> None:
     slow = bs.ScaleReport(imagenet, [_row("dice", 1.0, 50.0), _row("energy", 2.0, 1.0)],
                           [bs.SliderRow("energy", None, 31.0, 30.5, 40.0, 31.0, 20.0, 11.0)])
     results = bs.check_targets([slow], tolerance=0.1)
-    assert len(results) == 3 and not any(t.passed for t in results)
+    assert len(results) == 4 and not any(t.passed for t in results)
     assert "energy" in results[0].detail
+    floor = next(t for t in results if "floor" in t.name)
+    assert floor.detail == "energy 2.0×"  # dice at 1.0× the floor passes
 
 
 def test_time_interleaved_runs_every_callable_each_round() -> None:

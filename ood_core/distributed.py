@@ -161,10 +161,14 @@ def all_gather_cat(value: Tensor) -> Tensor:
     return torch.cat(parts, 0).to(value.device)
 
 
-def split_evenly(items: Sequence[T], ranks: Ranks | None = None) -> list[T]:
-    """This rank's contiguous share of ``items``: rank r gets ``items[r·n/w : (r+1)·n/w]``
+def share_bounds(n: int, ranks: Ranks | None = None) -> tuple[int, int]:
+    """[start, stop) of this rank's contiguous share of n items: rank r gets r·n/w .. (r+1)·n/w
     (floor division), so the shares cover every item exactly once, in order."""
     ranks = ranks or current()
-    n = len(items)
-    start, stop = ranks.rank * n // ranks.world_size, (ranks.rank + 1) * n // ranks.world_size
+    return ranks.rank * n // ranks.world_size, (ranks.rank + 1) * n // ranks.world_size
+
+
+def split_evenly(items: Sequence[T], ranks: Ranks | None = None) -> list[T]:
+    """This rank's contiguous share of ``items`` (:func:`share_bounds`)."""
+    start, stop = share_bounds(len(items), ranks)
     return list(items[start:stop])

@@ -96,8 +96,7 @@ class TrainingData:
         self.features, self.logits, self.labels = features, logits, labels
         self.head_weight, self.head_bias, self.val_features = head_weight, head_bias, val_features
         self.ranks = ranks or distributed.current()
-        m = int(features.shape[0])
-        self.rows = (self.ranks.rank * m // self.ranks.world_size, (self.ranks.rank + 1) * m // self.ranks.world_size)
+        self.rows = distributed.share_bounds(int(features.shape[0]), self.ranks)
         self._memo: dict[str, object] = {}
 
     # -- this rank's rows, and the two ways a statistic reads them ------------------------------

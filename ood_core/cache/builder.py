@@ -227,11 +227,11 @@ def _build_entry(model: OODModel, dataset: ImageDataset, entry: Path, ref: Model
     def rows_of(chunks: Iterable[int]) -> int:
         return sum(min(per_chunk, total - c * per_chunk) for c in chunks)
 
-    done_items = rows_of(done)
+    # what progress counts: the whole entry in one process, this rank's share under torchrun
+    shown = (rows_of(done), total) if not ranks.distributed else (0, rows_of(mine))
     if mine:
         if on_progress is not None:  # the pass starts (the first batch can take a while)
-            on_progress(desc, done_items, total)
-        shown = (done_items, total) if not ranks.distributed else (0, rows_of(mine))
+            on_progress(desc, *shown)
         run_chunks(model, dataset, entry, indices, mine, per_chunk, total, shown, desc if not ranks.distributed
                    else f"{desc} (rank {ranks.rank} of {ranks.world_size})",
                    device=device, batch_size=batch_size, num_workers=num_workers, with_odin=request.with_odin,

@@ -139,3 +139,12 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
                         "model_fingerprint")
     assert all(line.split(",")[9] == "100" for line in lines[1:])
     assert any(line.startswith("odin,demo-letters,") for line in lines)
+
+
+def test_chunk_batches_default_is_the_builders() -> None:
+    """The CLI repeats the builder's default (importing the builder would load torch for --help)."""
+    from ood_core.cache import builder
+    from precompute import cli
+
+    assert cli.DEFAULT_CHUNK_BATCHES == builder.DEFAULT_CHUNK_BATCHES
+    assert cli.build_parser().parse_args([]).chunk_batches == builder.DEFAULT_CHUNK_BATCHES
